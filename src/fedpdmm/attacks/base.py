@@ -1,0 +1,189 @@
+"""The attack contract shared by every attack, and checks of attack parameters.
+
+An attack is a frozen dataclass. Calling it,
+
+    attack(messages: Tensor[n, d], byzantine: BoolTensor[n], *, generator) -> Tensor[n, d],
+
+returns a new tensor in which only the Byzantine rows are rewritten: honest rows are bit-identical
+copies and the input is never mutated. Rows are plain vectors (a model, an update or a transmitted
+message, depending on where the engine applies the attack); no attack assumes what they mean.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from fedpdmm.errors import ConfigError
+
+
+class Attack:
+    """Base of every attack: validates inputs, copies, and rewrites only the Byzantine rows.
+
+    Subclasses are frozen dataclasses whose fields are the attack's parameters; they set the
+    class attributes `name`, `omniscient` (reads honest rows, so it cannot run where a node sees
+    only its own message) and `data_attack` (corrupts training data rather than messages), and
+    implement `byzantine_rows`.
+    """
+
+    name: ClassVar[str] = ""
+    omniscient: ClassVar[bool] = False
+    data_attack: ClassVar[bool] = False
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The attack's parameters, name -> value."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+
+    def __call__(
+        self, messages: Tensor, byzantine: Tensor, *, generator: torch.Generator
+    ) -> Tensor:
+        """Messages `[n, d]` with the rows where `byzantine` (`[n]`, bool) is true rewritten."""
+        mask = check_inputs(self.name, messages, byzantine)
+        attacked = messages.clone()
+        if not bool(mask.any()):
+            return attacked
+        rows = self.byzantine_rows(messages, mask, generator)
+        attacked[mask] = rows.to(dtype=messages.dtype, device=messages.device)
+        return attacked
+
+    def byzantine_rows(
+        self, messages: Tensor, byzantine: Tensor, generator: torch.Generator
+    ) -> Tensor:
+        """The new Byzantine rows, `[f, d]` or one `[d]` vector sent by all `f` of them.
+
+        `messages` is the untouched `[n, d]` input (read-only), `byzantine` a bool `[n]` mask on
+        the same device with at least one true entry.
+        """
+        raise NotImplementedError
+
+    def fail(self, message: str) -> ConfigError:
+        """A ConfigError that names this attack and lists its valid parameters."""
+        return ConfigError(f"attack {self.name!r}: {message}; {describe_params(type(self))}")
+
+
+def check_inputs(name: str, messages: Tensor, byzantine: Tensor) -> Tensor:
+    """The Byzantine mask on `messages.device`, after checking shapes and dtypes (ValueError)."""
+    if not isinstance(messages, Tensor) or messages.ndim != 2 or not messages.is_floating_point():
+        shape = tuple(messages.shape) if isinstance(messages, Tensor) else type(messages).__name__
+        raise ValueError(
+            f"attack {name!r}: messages must be a floating [n, d] tensor, got {shape}"
+            + (f" of dtype {messages.dtype}" if isinstance(messages, Tensor) else "")
+        )
+    n = messages.shape[0]
+    if (
+        not isinstance(byzantine, Tensor)
+        or byzantine.dtype != torch.bool
+        or byzantine.shape != (n,)
+    ):
+        got = (
+            f"{tuple(byzantine.shape)} of dtype {byzantine.dtype}"
+            if isinstance(byzantine, Tensor)
+            else type(byzantine).__name__
+        )
+        raise ValueError(
+            f"attack {name!r}: byzantine must be a bool tensor of shape ({n},), got {got}"
+        )
+    return byzantine.to(messages.device)
+
+
+def honest_rows(attack: Attack, messages: Tensor, byzantine: Tensor, minimum: int = 1) -> Tensor:
+    """The honest rows `[h, d]` in a dtype of at least float32; ConfigError if h < minimum."""
+    honest = messages[~byzantine]
+    if honest.shape[0] < minimum:
+        raise attack.fail(
+            f"needs at least {minimum} honest row(s), got {honest.shape[0]} of "
+            f"{messages.shape[0]}; lower the number of Byzantine nodes"
+        )
+    return honest.to(torch.promote_types(messages.dtype, torch.float32))
+
+
+def random_normal(shape: tuple[int, ...], like: Tensor, generator: torch.Generator) -> Tensor:
+    """Standard normal draws of `shape` from `generator`, returned on `like`'s device."""
+    dtype = torch.promote_types(like.dtype, torch.float32)
+    draws = torch.randn(shape, generator=generator, dtype=dtype, device=generator.device)
+    return draws.to(like.device)
+
+
+def random_uniform(shape: tuple[int, ...], like: Tensor, generator: torch.Generator) -> Tensor:
+    """Uniform [0, 1) float32 draws of `shape` from `generator`, returned on `like`'s device."""
+    draws = torch.rand(shape, generator=generator, device=generator.device)
+    return draws.to(like.device)
+
+
+# Parameter checks: called from each attack's __post_init__; they return the normalised value.
+
+
+def describe_params(cls: type) -> str:
+    """'valid parameters: a=1.0, b (required)' for an attack class."""
+    parts = []
+    for field in dataclasses.fields(cls):
+        if field.default is not dataclasses.MISSING:
+            default = field.default
+            shown = getattr(default, "__name__", None) if callable(default) else None
+            parts.append(f"{field.name}={shown or repr(default)}")
+        else:
+            parts.append(f"{field.name} (required)")
+    return "valid parameters: " + (", ".join(parts) if parts else "none")
+
+
+def is_real(value: object) -> bool:
+    """True for an int or float that is not a bool."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_real(
+    attack: Attack,
+    key: str,
+    *,
+    low: float = -math.inf,
+    high: float = math.inf,
+    low_open: bool = False,
+    finite: bool = True,
+) -> float:
+    """The parameter `key` as a float in [low, high] (or (low, high] when `low_open`).
+
+    With `finite=False` any float is accepted, NaN and infinities included, and bounds are ignored.
+    """
+    value = getattr(attack, key)
+    if is_real(value) and not finite:
+        return float(value)
+    in_range = is_real(value) and math.isfinite(value) and value <= high
+    in_range = in_range and (value > low if low_open else value >= low)
+    if not in_range:
+        bounds = []
+        if math.isfinite(low):
+            bounds.append(f"{'>' if low_open else '>='} {low}")
+        if math.isfinite(high):
+            bounds.append(f"<= {high}")
+        suffix = " " + " and ".join(bounds) if bounds else ""
+        raise attack.fail(f"{key} must be a finite number{suffix}, got {value!r}")
+    return float(value)
+
+
+def check_int(attack: Attack, key: str, *, low: int, optional: bool = False) -> int | None:
+    """The parameter `key` as an int >= low (or None when `optional`)."""
+    value = getattr(attack, key)
+    if optional and value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        none = " or None" if optional else ""
+        raise attack.fail(f"{key} must be an integer >= {low}{none}, got {value!r}")
+    return value
+
+
+def check_choice(attack: Attack, key: str, choices: tuple[str, ...]) -> str:
+    """The parameter `key`, which must be one of `choices`."""
+    value = getattr(attack, key)
+    if value not in choices:
+        raise attack.fail(f"{key} must be one of {' | '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def set_param(attack: Attack, key: str, value: object) -> None:
+    """Store a normalised parameter value on a frozen dataclass."""
+    object.__setattr__(attack, key, value)
