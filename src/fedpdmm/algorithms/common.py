@@ -1,0 +1,40 @@
+"""The contract every centralized algorithm follows (see the package docstring)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Protocol
+
+import torch
+
+
+class LocalProblem(NamedTuple):
+    """min_x f_i(x) + (rho_i / 2) ||x - center_i||^2, solved by SGD from `start` (all `[m, d]`)."""
+
+    start: torch.Tensor
+    center: torch.Tensor | None
+    rho: torch.Tensor | float
+
+
+class Algorithm(Protocol):
+    name: str
+
+    def init(self, x0: torch.Tensor) -> tuple[Any, Any]: ...
+
+    def downlink(self, server: Any) -> torch.Tensor: ...
+
+    def receive(self, clients: Any, received: torch.Tensor) -> tuple[Any, LocalProblem]: ...
+
+    def finish(self, clients: Any, trained: torch.Tensor) -> Any: ...
+
+    def encode(self, clients: Any, models: torch.Tensor) -> torch.Tensor: ...
+
+    def update(self, server: Any, messages: torch.Tensor, accepted: torch.Tensor) -> Any: ...
+
+    def global_model(self, server: Any) -> torch.Tensor: ...
+
+    def client_models(self, clients: Any) -> torch.Tensor: ...
+
+
+def finite_rows(messages: torch.Tensor) -> torch.Tensor:
+    """`[n]` mask of the rows of `messages` `[n, d]` whose entries are all finite."""
+    return torch.isfinite(messages).all(dim=1)

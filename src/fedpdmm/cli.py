@@ -1,0 +1,144 @@
+"""The `fedpdmm` command line: thin wrappers that parse, call the library and print."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from fedpdmm import config as config_module
+from fedpdmm.errors import FedpdmmError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Byzantine-resilient federated learning: PDMM, FedAvg and robust aggregation under attack.",
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+
+@app.command()
+def run(
+    config_path: Annotated[
+        Path | None, typer.Argument(metavar="[CONFIG.toml]", help="Experiment config (TOML).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a config key: --set local.lr=0.05 (TOML value)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output directory (default: runs/<date-time>).")
+    ] = None,
+    data_dir: Annotated[
+        str | None, typer.Option(help="Folder holding the datasets (overrides FEDPDMM_DATA).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
+    threads: Annotated[
+        int, typer.Option(min=1, help="Torch threads (1 is fastest for small models).")
+    ] = 1,
+) -> None:
+    """Train every algorithm x attack of a config on one data split; write metrics, table, plot."""
+    import torch
+
+    from fedpdmm import engine, results
+    from fedpdmm.experiment import run_experiment
+
+    torch.set_num_threads(threads)
+    config = config_module.load(config_path, set_ or [])
+    out = out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    results.check_output_dir(out)
+    combos = engine.combinations(config)
+    with _progress(quiet) as progress:
+        task = progress.add_task("setting up", total=len(combos) * config.rounds)
+        done = {"rounds": 0}
+
+        def on_round(label: str, round_index: int, rounds: int) -> None:
+            done["rounds"] += 1
+            progress.update(task, completed=done["rounds"], description=label)
+
+        written = run_experiment(config, out, data_dir=data_dir, progress=on_round)
+        progress.update(task, completed=len(combos) * config.rounds, description="done")
+    _print_summary(written.summary)
+    console.print(f"results in {out}/ (summary.md, metrics.csv, accuracy.png, config.toml)")
+
+
+def _progress(quiet: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description:<36}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("rounds"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=quiet,
+        transient=True,
+    )
+
+
+def _print_summary(summary: list[dict]) -> None:
+    table = Table(title="test accuracy of the global model (%)")
+    for column in ("algorithm", "attack", "target", "final", "best", "honest min", "status"):
+        table.add_column(column)
+    for row in summary:
+        table.add_row(
+            row["algorithm"],
+            row["attack"],
+            row["target"],
+            f"{100 * row['final_accuracy']:.2f}",
+            f"{100 * row['best_accuracy']:.2f}",
+            f"{100 * row['honest_min']:.2f}",
+            row["status"],
+        )
+    Console().print(table)
+
+
+@app.command("list")
+def list_(
+    what: Annotated[
+        str, typer.Argument(help="datasets | models | algorithms | attacks | partitions")
+    ] = "all",
+) -> None:
+    """List the names the config accepts."""
+    from fedpdmm import attacks, data, models
+    from fedpdmm.algorithms import CENTRALIZED
+
+    catalogue = {
+        "datasets": data.DATASETS,
+        "models": models.MODELS,
+        "algorithms": CENTRALIZED,
+        "attacks": attacks.names(),
+        "partitions": data.PARTITIONS,
+    }
+    if what != "all" and what not in catalogue:
+        raise FedpdmmError(f"cannot list {what!r}; choose one of {', '.join(catalogue)}")
+    for name, values in catalogue.items():
+        if what in ("all", name):
+            print(f"{name}: {', '.join(values)}")
+
+
+def main() -> None:
+    """Entry point: run the app, turning user errors into one line on stderr and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except FedpdmmError as error:
+        console.print(f"[red]error:[/red] {error}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except Exception as error:
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(2)
+        raise

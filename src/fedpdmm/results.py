@@ -1,0 +1,239 @@
+"""Run directories: the resolved config, metrics.csv, summary.md, accuracy.png, label histogram.
+
+A run directory is written under a temporary sibling name and renamed into place only when every
+file is complete, so a directory with the final name is always a finished run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from fedpdmm.errors import FedpdmmError
+
+METRIC_COLUMNS = (
+    "algorithm",
+    "attack",
+    "target",
+    "round",
+    "test_accuracy",
+    "test_loss",
+    "train_loss",
+    "honest_accuracy_mean",
+    "honest_accuracy_min",
+    "honest_accuracy_max",
+    "consensus_distance",
+    "num_byzantine",
+    "nonfinite_clients",
+    "dropped_messages",
+    "samples",
+    "wall_time",
+)
+
+
+def check_output_dir(out: Path) -> None:
+    """Refuse to write over an existing non-empty directory (or a file)."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FedpdmmError(
+            f"output directory {out} already exists and is not empty; "
+            "choose another --out or remove it"
+        )
+
+
+@contextlib.contextmanager
+def staged_directory(out: Path) -> Iterator[Path]:
+    """Yield a temporary directory beside `out`; on success rename it to `out`, else remove it."""
+    check_output_dir(out)
+    parent = out.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
+    except OSError as error:
+        raise FedpdmmError(f"cannot create output directory {out}: {error.strerror}") from None
+    try:
+        yield staging
+        if out.exists():
+            out.rmdir()
+        os.replace(staging, out)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise FedpdmmError(f"cannot write results to {out}: {error.strerror}") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def write_metrics(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """One CSV row per algorithm x attack x target x evaluated round; known columns first."""
+    extra = sorted({key for row in rows for key in row} - set(METRIC_COLUMNS))
+    columns = list(METRIC_COLUMNS) + extra
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({key: _csv_value(row.get(key, "")) for key in columns})
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else repr(value)
+    return value
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Read a metrics.csv back, converting numeric columns."""
+    with path.open(newline="") as handle:
+        return [{key: _parse(value) for key, value in row.items()} for row in csv.DictReader(handle)]
+
+
+def _parse(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def summarize(rows: Sequence[dict[str, Any]], statuses: dict[tuple[str, str, str], str]) -> list[dict]:
+    """Final and best test accuracy (and final honest mean/min) per algorithm x attack x target."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["algorithm"], row["attack"], row["target"]), []).append(row)
+    summary = []
+    for key, group in groups.items():
+        final = group[-1]
+        accuracies = [r["test_accuracy"] for r in group if not math.isnan(r["test_accuracy"])]
+        summary.append(
+            {
+                "algorithm": key[0],
+                "attack": key[1],
+                "target": key[2],
+                "final_accuracy": final["test_accuracy"],
+                "best_accuracy": max(accuracies) if accuracies else float("nan"),
+                "honest_mean": final["honest_accuracy_mean"],
+                "honest_min": final["honest_accuracy_min"],
+                "rounds": final["round"],
+                "status": statuses.get(key, "ok"),
+            }
+        )
+    return summary
+
+
+def _pct(value: float) -> str:
+    return "-" if math.isnan(value) else f"{100 * value:.2f}"
+
+
+def summary_markdown(summary: Sequence[dict[str, Any]], title: str, notes: Sequence[str]) -> str:
+    header = (
+        "| algorithm | attack | target | final acc (%) | best acc (%) | honest mean (%) "
+        "| honest min (%) | rounds | status |\n|---|---|---|---|---|---|---|---|---|\n"
+    )
+    body = "".join(
+        f"| {s['algorithm']} | {s['attack']} | {s['target']} | {_pct(s['final_accuracy'])} "
+        f"| {_pct(s['best_accuracy'])} | {_pct(s['honest_mean'])} | {_pct(s['honest_min'])} "
+        f"| {s['rounds']} | {s['status']} |\n"
+        for s in summary
+    )
+    lines = "".join(f"- {note}\n" for note in notes)
+    return f"# {title}\n\n{header}{body}\n{lines}"
+
+
+def plot_accuracy(path: Path, rows: Sequence[dict[str, Any]], title: str) -> None:
+    """Test accuracy of the global model against round, one line per algorithm x attack x target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        label = f"{row['algorithm']} / {row['attack']}"
+        if row["attack"] != "none":
+            label += f" @ {row['target']}"
+        groups.setdefault(label, []).append(row)
+    for label, group in groups.items():
+        axes.plot(
+            [r["round"] for r in group],
+            [100 * r["test_accuracy"] for r in group],
+            marker="o",
+            markersize=3,
+            label=label,
+        )
+    axes.set_xlabel("round")
+    axes.set_ylabel("test accuracy of the global model (%)")
+    axes.set_ylim(0, 100)
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+class WrittenRun:
+    """What `write_run` wrote: the directory and the summary rows."""
+
+    def __init__(self, path: Path, summary: list[dict[str, Any]]) -> None:
+        self.path = path
+        self.summary = summary
+
+
+def run_notes(setup) -> list[str]:
+    config = setup.config
+    byzantine = setup.byzantine.nonzero().flatten().tolist()
+    notes = [
+        f"data: {config.data.name}, {config.data.num_clients} clients, "
+        f"{config.data.partition} partition; model: {config.model.name} "
+        f"({setup.model.dim} parameters); {config.rounds} rounds of {config.local.steps} local "
+        f"steps (batch {config.local.batch_size}, lr {config.local.lr}); seed {config.seed}",
+        f"pdmm: c = {config.pdmm.c}, theta = {config.pdmm.theta}; "
+        f"fedavg: {config.fedavg.weighting} average",
+        f"attacked runs: {len(byzantine)} Byzantine clients {byzantine}; attack target(s): "
+        f"{', '.join(config.attack.targets)} (the outcome depends on the target: see the README)",
+        "final/best: test accuracy of the global model (server); honest mean/min: the honest "
+        "clients' own models at the last evaluation",
+    ]
+    return notes
+
+
+def write_run(out: Path, setup, outcomes) -> WrittenRun:
+    """Write a finished `fedpdmm run` to `out` atomically (see the module docstring)."""
+    from fedpdmm import config as config_module
+
+    rows = [row for outcome in outcomes for row in outcome.rows]
+    statuses = {(o.algorithm, o.attack, o.target if o.attack != "none" else "none"): o.status
+                for o in outcomes}
+    summary = summarize(rows, statuses)
+    title = f"fedpdmm run: {setup.config.data.name}"
+    with staged_directory(out) as staging:
+        (staging / "config.toml").write_text(
+            config_module.dump_toml(config_module.to_dict(setup.config))
+        )
+        write_metrics(staging / "metrics.csv", rows)
+        write_clients(staging / "clients.csv", setup)
+        (staging / "summary.md").write_text(summary_markdown(summary, title, run_notes(setup)))
+        plot_accuracy(staging / "accuracy.png", rows, title)
+    return WrittenRun(out, summary)
+
+
+def write_clients(path: Path, setup) -> None:
+    """Per client: sample count, Byzantine role in attacked runs, label histogram."""
+    histogram = setup.histogram
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            ["client", "num_samples", "byzantine", *[f"class_{k}" for k in range(histogram.shape[1])]]
+        )
+        for client, counts in enumerate(histogram.tolist()):
+            writer.writerow(
+                [client, sum(counts), int(setup.byzantine[client]), *counts]
+            )
