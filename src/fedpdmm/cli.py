@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -102,33 +103,47 @@ def _print_summary(summary: list[dict]) -> None:
 @app.command("list")
 def list_(
     what: Annotated[
-        str, typer.Argument(help="datasets | models | algorithms | attacks | partitions")
+        str,
+        typer.Argument(help="datasets | models | algorithms | attacks | partitions | topologies"),
     ] = "all",
 ) -> None:
     """List the names the config accepts."""
-    from fedpdmm import attacks, data, models
-    from fedpdmm.algorithms import CENTRALIZED
+    from fedpdmm import attacks, data, models, topology
+    from fedpdmm.algorithms import CENTRALIZED, DECENTRALIZED
 
     catalogue = {
-        "datasets": data.DATASETS,
-        "models": models.MODELS,
-        "algorithms": CENTRALIZED,
-        "attacks": attacks.names(),
-        "partitions": data.PARTITIONS,
+        "datasets": list(data.DATASETS),
+        "models": list(models.MODELS),
+        "algorithms": [f"{name} (server)" for name in CENTRALIZED]
+        + [f"{name} (graph)" for name in DECENTRALIZED],
+        "attacks": list(attacks.names()),
+        "partitions": list(data.PARTITIONS),
+        "topologies": ["server", *topology.names()],
     }
     if what != "all" and what not in catalogue:
         raise FedpdmmError(f"cannot list {what!r}; choose one of {', '.join(catalogue)}")
+    if what == "topologies":
+        print("server: a server and n clients (the default; not a graph)")
+        for name, defaults, description in topology.describe():
+            params = ", ".join(f"{key}={value}" for key, value in defaults.items())
+            print(f"{name}: {description}" + (f" [{params}]" if params else ""))
+        return
     for name, values in catalogue.items():
         if what in ("all", name):
             print(f"{name}: {', '.join(values)}")
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
 def main() -> None:
     """Entry point: run the app, turning user errors into one line on stderr and exit code 2."""
+    warnings.formatwarning = _one_line_warning
     try:
         app(standalone_mode=False)
     except FedpdmmError as error:
-        console.print(f"[red]error:[/red] {error}", highlight=False)
+        print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("interrupted")

@@ -83,11 +83,23 @@ class AttackConfig(_Section):
         return targets
 
 
+class TopologyConfig(BaseModel):
+    """`name = "server"`: a server and n clients. Any graph name from `fedpdmm list topologies`:
+    peer-to-peer among the n clients; further keys are that graph's parameters (e.g. `p`, `radius`)."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    name: str = "server"
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
 class Config(_Section):
     seed: int = 0
     rounds: int = Field(50, ge=1)
     eval_every: int = Field(5, ge=1)
-    algorithms: list[str] = Field(default_factory=lambda: ["pdmm", "fedavg"])
+    algorithms: list[str] = Field(default_factory=list)
     attacks: list[str] = Field(default_factory=lambda: ["none", "sign_flip"])
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -95,6 +107,21 @@ class Config(_Section):
     pdmm: PDMMConfig = Field(default_factory=PDMMConfig)
     fedavg: FedAvgConfig = Field(default_factory=FedAvgConfig)
     attack: AttackConfig = Field(default_factory=AttackConfig)
+    topology: TopologyConfig = Field(default_factory=TopologyConfig)
+
+    @property
+    def decentralized(self) -> bool:
+        return self.topology.name != "server"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_algorithms(cls, raw: Any) -> Any:
+        """Without `algorithms`: pdmm and fedavg with a server, pdmm and dsgd on a graph."""
+        if isinstance(raw, dict) and "algorithms" not in raw:
+            topology = raw.get("topology", {})
+            graph = isinstance(topology, dict) and topology.get("name", "server") != "server"
+            raw = {**raw, "algorithms": ["pdmm", "dsgd"] if graph else ["pdmm", "fedavg"]}
+        return raw
 
     @field_validator("algorithms", "attacks")
     @classmethod

@@ -17,21 +17,26 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
+import networkx as nx
 import torch
 
 from fedpdmm import attacks as attack_library
-from fedpdmm.algorithms import CENTRALIZED, Algorithm, FedAvg, PDMMStar
+from fedpdmm import topology
+from fedpdmm.algorithms import CENTRALIZED, DECENTRALIZED, FedAvg, PDMMStar
 from fedpdmm.algorithms.common import finite_rows
+from fedpdmm.algorithms.decentralized import DSGD, GraphPDMM
 from fedpdmm.config import Config
 from fedpdmm.data import Dataset, label_histogram, load_dataset, partition
 from fedpdmm.errors import ConfigError
 from fedpdmm.local import ClientData, evaluate, train
 from fedpdmm.models import FlatModel
-from fedpdmm.seeding import generator
+from fedpdmm.seeding import derive_seed, generator
 
 TRAIN_EVAL_SAMPLES = 10_000
 
@@ -51,6 +56,10 @@ class Setup:
     byzantine: torch.Tensor  # [n] bool: the clients that are Byzantine in attacked runs
     train_eval_index: torch.Tensor  # dataset indices used for the honest training loss
     histogram: torch.Tensor  # [n, classes]
+    graph: nx.Graph | None = None  # peer-to-peer runs only
+    edges: topology.EdgeIndex | None = None
+    edge_keys: list[str] | None = None  # "i>j" per directed edge, keys of per-edge attack noise
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass
@@ -92,6 +101,7 @@ def build_setup(config: Config, data_dir: str | None = None) -> Setup:
     byzantine[torch.randperm(n, generator=generator(config.seed, "byzantine"))[:num_byzantine]] = (
         True
     )
+    graph, edges, edge_keys, notes = _build_graph(config, byzantine)
     honest_index = torch.cat([parts[k] for k in range(n) if not byzantine[k]] or [parts[0]])
     keep = torch.randperm(len(honest_index), generator=generator(config.seed, "train-eval"))
     train_eval_index = honest_index[keep[:TRAIN_EVAL_SAMPLES]].sort().values
@@ -105,14 +115,51 @@ def build_setup(config: Config, data_dir: str | None = None) -> Setup:
         byzantine=byzantine,
         train_eval_index=train_eval_index,
         histogram=label_histogram(dataset.y_train, parts, dataset.num_classes),
+        graph=graph,
+        edges=edges,
+        edge_keys=edge_keys,
+        warnings=notes,
     )
 
 
+def _build_graph(config: Config, byzantine: torch.Tensor):
+    """The peer-to-peer graph, its edge index and warnings; all None for runs with a server."""
+    if not config.decentralized:
+        return None, None, None, ()
+    n = config.data.num_clients
+    if n - int(byzantine.sum()) < 1:
+        raise ConfigError(
+            f"a graph of {n} nodes with {int(byzantine.sum())} Byzantine nodes has no honest node; "
+            "lower attack.num_byzantine or raise data.num_clients"
+        )
+    graph = topology.build(
+        config.topology.name, n, seed=derive_seed(config.seed, "topology"), **config.topology.params
+    )
+    edges = topology.edge_index(graph)
+    keys = [f"{i}>{j}" for i, j in zip(edges.src.tolist(), edges.dst.tolist(), strict=True)]
+    notes = []
+    isolated = topology.isolated_honest(graph, byzantine)
+    if isolated:
+        message = (
+            f"honest node(s) {isolated} have only Byzantine neighbours in the "
+            f"{config.topology.name} graph: no method can help them (in attacked runs)"
+        )
+        warnings.warn(message, stacklevel=2)
+        notes.append(message)
+    return graph, edges, keys, tuple(notes)
+
+
 def _check_names(config: Config) -> None:
+    valid = DECENTRALIZED if config.decentralized else CENTRALIZED
+    setting = (
+        f"peer-to-peer runs (topology.name = {config.topology.name!r})"
+        if config.decentralized
+        else "runs with a server (topology.name = 'server')"
+    )
     for name in config.algorithms:
-        if name not in CENTRALIZED:
+        if name not in valid:
             raise ConfigError(
-                f"unknown algorithm {name!r} in 'algorithms'; choose from {', '.join(CENTRALIZED)}"
+                f"algorithm {name!r} is not available for {setting}; choose from {', '.join(valid)}"
             )
     for name in config.attacks:
         build_attack(name, config)
@@ -127,9 +174,16 @@ def build_attack(name: str, config: Config):
     return attack_library.get(name, **params)
 
 
-def build_algorithm(name: str, setup: Setup) -> Algorithm:
+def build_algorithm(name: str, setup: Setup):
+    """The algorithm `name` for this setup: with a server, or on the setup's graph."""
     config = setup.config
     n = config.data.num_clients
+    if setup.edges is not None:
+        if name == "pdmm":
+            return GraphPDMM(setup.edges, c=config.pdmm.c, theta=config.pdmm.theta)
+        if name == "dsgd":
+            return DSGD(setup.edges)
+        raise ConfigError(f"unknown algorithm {name!r}; choose from {', '.join(DECENTRALIZED)}")
     if name == "fedavg":
         weights = setup.client_data.sizes if config.fedavg.weighting == "samples" else None
         return FedAvg(num_clients=n, weights=weights)
@@ -139,12 +193,18 @@ def build_algorithm(name: str, setup: Setup) -> Algorithm:
 
 
 def corrupt(
-    attack, rows: torch.Tensor, byzantine: torch.Tensor, seed: int, round_index: int
+    attack,
+    rows: torch.Tensor,
+    byzantine: torch.Tensor,
+    seed: int,
+    round_index: int,
+    keys: list[Any] | None = None,
 ) -> torch.Tensor:
-    """`attack` applied to the Byzantine rows of `rows` `[n, d]` in round `round_index`.
+    """`attack` applied to the Byzantine rows of `rows` `[m, d]` in round `round_index`.
 
     An attack that reads only its own row runs row by row with the generator
-    `(seed, "attack", round, client)`, so a client alone on another machine draws the same noise;
+    `(seed, "attack", round, key)`, where the key is the client (a row per client) or the edge
+    "i>j" (a row per directed edge), so a client alone on another machine draws the same noise;
     an omniscient attack sees every row and draws from `(seed, "attack", round)`.
     """
     if not bool(byzantine.any()):
@@ -153,32 +213,36 @@ def corrupt(
         return attack(rows, byzantine, generator=generator(seed, "attack", round_index))
     out = rows.clone()
     own = torch.ones(1, dtype=torch.bool)
-    for client in byzantine.nonzero().flatten().tolist():
-        gen = generator(seed, "attack", round_index, client)
-        out[client : client + 1] = attack(rows[client : client + 1], own, generator=gen)
+    for row in byzantine.nonzero().flatten().tolist():
+        key = row if keys is None else keys[row]
+        gen = generator(seed, "attack", round_index, key)
+        out[row : row + 1] = attack(rows[row : row + 1], own, generator=gen)
     return out
 
 
 def transmit(
     attack,
     target: str,
-    algorithm: Algorithm,
-    clients: Any,
+    encode: Callable[[torch.Tensor], torch.Tensor],
     start: torch.Tensor,
     trained: torch.Tensor,
     byzantine: torch.Tensor,
     seed: int,
     round_index: int,
+    keys: list[Any] | None = None,
 ) -> torch.Tensor:
-    """The messages every client transmits, with the Byzantine ones rewritten at `target`."""
+    """The transmitted rows `[m, d]`, with the Byzantine ones rewritten at `target`.
+
+    `start` and `trained` are each row's model at the start and the end of local training,
+    `encode` turns models into messages, `byzantine` `[m]` marks rows sent by Byzantine nodes.
+    """
     if target == "model":
-        return algorithm.encode(clients, corrupt(attack, trained, byzantine, seed, round_index))
+        return encode(corrupt(attack, trained, byzantine, seed, round_index, keys))
     if target == "update":
-        delta = corrupt(attack, trained - start, byzantine, seed, round_index)
-        return algorithm.encode(clients, start + delta)
+        delta = corrupt(attack, trained - start, byzantine, seed, round_index, keys)
+        return encode(start + delta)
     if target in ("message", "none"):
-        messages = algorithm.encode(clients, trained)
-        return corrupt(attack, messages, byzantine, seed, round_index)
+        return corrupt(attack, encode(trained), byzantine, seed, round_index, keys)
     raise ConfigError(f"unknown attack.target {target!r}; choose model, update or message")
 
 
@@ -197,29 +261,27 @@ def run_combination(
     byzantine = setup.byzantine if attack_name != "none" else torch.zeros_like(setup.byzantine)
     data = setup.client_data
     if getattr(attack, "data_attack", False):
-        clients_flipped = byzantine.nonzero().flatten()
         data = data.with_labels(
-            clients_flipped,
-            lambda labels: attack.flip_labels(labels, setup.dataset.num_classes),
+            byzantine.nonzero().flatten(),
+            partial(attack.flip_labels, num_classes=setup.dataset.num_classes),
         )
-    n = config.data.num_clients
-    all_clients = torch.arange(n)
-    server, clients = algorithm.init(setup.x0)
-    samples = 0
-    dropped = 0
-    began = time.perf_counter()
+    shown_target = target if attack_name != "none" else "none"
     label = f"{algorithm_name} / {attack_name}" + (f" @ {target}" if attack_name != "none" else "")
+    round_fn = _decentralized_round if setup.edges is not None else _centralized_round
+    state = algorithm.init(setup.x0)
+    counters = {"samples": 0, "dropped": 0}
+    began = time.perf_counter()
 
     def record(round_index: int) -> bool:
-        row = _evaluate_round(setup, algorithm, server, clients, byzantine)
+        row = _evaluate_round(setup, algorithm, state, byzantine)
         row.update(
             algorithm=algorithm_name,
             attack=attack_name,
-            target=target if attack_name != "none" else "none",
+            target=shown_target,
             round=round_index,
             num_byzantine=int(byzantine.sum()),
-            samples=samples,
-            dropped_messages=dropped,
+            samples=counters["samples"],
+            dropped_messages=counters["dropped"],
             wall_time=time.perf_counter() - began,
         )
         result.rows.append(row)
@@ -227,41 +289,17 @@ def run_combination(
 
     record(0)
     for round_index in range(1, config.rounds + 1):
-        received = algorithm.downlink(server)
-        clients, problem = algorithm.receive(clients, received)
-        trained = train(
-            setup.model,
-            problem.start,
-            data,
-            all_clients,
-            round_index,
-            steps=config.local.steps,
-            batch_size=config.local.batch_size,
-            lr=config.local.lr,
-            seed=config.seed,
-            center=problem.center,
-            rho=problem.rho,
+        state, dropped = round_fn(
+            setup, algorithm, state, data, attack, target, byzantine, round_index
         )
-        clients = algorithm.finish(clients, trained)
-        samples += n * config.local.steps * config.local.batch_size
-        messages = transmit(
-            attack,
-            target,
-            algorithm,
-            clients,
-            problem.start,
-            trained,
-            byzantine,
-            config.seed,
-            round_index,
+        counters["samples"] += (
+            config.data.num_clients * config.local.steps * config.local.batch_size
         )
-        accepted = finite_rows(messages)
-        dropped += int((~accepted).sum())
-        server = algorithm.update(server, messages, accepted)
-        diverged = not bool(torch.isfinite(algorithm.global_model(server)).all())
-        if round_index % config.eval_every == 0 or round_index == config.rounds or diverged:
+        counters["dropped"] += dropped
+        broken = _broken(setup, algorithm, state, byzantine)
+        if round_index % config.eval_every == 0 or round_index == config.rounds or broken:
             finite = record(round_index)
-            if diverged or not finite:
+            if broken or not finite:
                 result.status = f"diverged at round {round_index}"
                 break
         if progress is not None:
@@ -269,24 +307,111 @@ def run_combination(
     return result
 
 
-def _evaluate_round(
-    setup: Setup,
-    algorithm: Algorithm,
-    server: Any,
-    clients: Any,
-    byzantine: torch.Tensor,
-) -> dict[str, Any]:
-    dataset, model = setup.dataset, setup.model
-    global_model = algorithm.global_model(server).unsqueeze(0)
-    test_accuracy, test_loss = evaluate(model, global_model, dataset.x_test, dataset.y_test)
-    _, train_loss = evaluate(
-        model,
-        global_model,
-        dataset.x_train[setup.train_eval_index],
-        dataset.y_train[setup.train_eval_index],
+def _local_training(setup: Setup, problem, data: ClientData, round_index: int) -> torch.Tensor:
+    config = setup.config
+    return train(
+        setup.model,
+        problem.start,
+        data,
+        torch.arange(config.data.num_clients),
+        round_index,
+        steps=config.local.steps,
+        batch_size=config.local.batch_size,
+        lr=config.local.lr,
+        seed=config.seed,
+        center=problem.center,
+        rho=problem.rho,
     )
-    honest_models = algorithm.client_models(clients)[~byzantine]
-    honest_accuracy, _ = evaluate(model, honest_models, dataset.x_test, dataset.y_test)
+
+
+def _centralized_round(setup, algorithm, state, data, attack, target, byzantine, round_index):
+    """Server -> clients -> local training -> (attacked) messages -> server."""
+    server, clients = state
+    clients, problem = algorithm.receive(clients, algorithm.downlink(server))
+    trained = _local_training(setup, problem, data, round_index)
+    clients = algorithm.finish(clients, trained)
+    messages = transmit(
+        attack,
+        target,
+        partial(algorithm.encode, clients),
+        problem.start,
+        trained,
+        byzantine,
+        setup.config.seed,
+        round_index,
+    )
+    accepted = finite_rows(messages)
+    server = algorithm.update(server, messages, accepted)
+    return (server, clients), int((~accepted).sum())
+
+
+def _decentralized_round(setup, algorithm, state, data, attack, target, byzantine, round_index):
+    """Local training -> (attacked) per-edge messages -> every node combines what it received."""
+    edges = setup.edges
+    problem = algorithm.local_problem(state)
+    trained = _local_training(setup, problem, data, round_index)
+    state = algorithm.finish(state, trained)
+    byzantine_edges = byzantine.index_select(0, edges.src)
+    if target == "message" or not bool(byzantine_edges.any()):
+        messages = corrupt(
+            attack,
+            algorithm.encode_nodes(state, trained),
+            byzantine_edges,
+            setup.config.seed,
+            round_index,
+            setup.edge_keys,
+        )
+    else:
+        messages = transmit(
+            attack,
+            target,
+            partial(algorithm.encode, state),
+            problem.start.index_select(0, edges.src),
+            trained.index_select(0, edges.src),
+            byzantine_edges,
+            setup.config.seed,
+            round_index,
+            setup.edge_keys,
+        )
+    accepted = finite_rows(messages)
+    state = algorithm.combine(state, messages, accepted)
+    return state, int((~accepted).sum())
+
+
+def _models(setup: Setup, algorithm, state) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(global model [d] or None without a server, node models [n, d])."""
+    if setup.edges is not None:
+        return None, algorithm.node_models(state)
+    server, clients = state
+    return algorithm.global_model(server), algorithm.client_models(clients)
+
+
+def _broken(setup: Setup, algorithm, state, byzantine: torch.Tensor) -> bool:
+    """True when the global model (or, without a server, every honest node) is non-finite."""
+    global_model, node_models = _models(setup, algorithm, state)
+    if global_model is not None:
+        return not bool(torch.isfinite(global_model).all())
+    return not bool(finite_rows(node_models[~byzantine]).any())
+
+
+def _evaluate_round(setup: Setup, algorithm, state, byzantine: torch.Tensor) -> dict[str, Any]:
+    """Metrics of one evaluation. Without a server, the global columns hold the honest mean."""
+    dataset, model = setup.dataset, setup.model
+    global_model, node_models = _models(setup, algorithm, state)
+    honest_models = node_models[~byzantine]
+    honest_accuracy, honest_loss = evaluate(model, honest_models, dataset.x_test, dataset.y_test)
+    train_inputs = dataset.x_train[setup.train_eval_index]
+    train_labels = dataset.y_train[setup.train_eval_index]
+    if global_model is not None:
+        test_accuracy, test_loss = evaluate(
+            model, global_model.unsqueeze(0), dataset.x_test, dataset.y_test
+        )
+        _, train_loss = evaluate(model, global_model.unsqueeze(0), train_inputs, train_labels)
+    else:
+        test_accuracy, test_loss = honest_accuracy.mean(0, keepdim=True), honest_loss.mean(0, True)
+        _, train_losses = evaluate(model, honest_models, train_inputs, train_labels)
+        train_loss = train_losses.mean(0, keepdim=True)
+    honest_nodes = (~byzantine).nonzero().flatten().tolist()
     return {
         "test_accuracy": float(test_accuracy[0]),
         "test_loss": float(test_loss[0]),
@@ -296,6 +421,7 @@ def _evaluate_round(
         "honest_accuracy_max": float(honest_accuracy.max()),
         "consensus_distance": consensus_distance(honest_models),
         "nonfinite_clients": int((~finite_rows(honest_models)).sum()),
+        "node_accuracy": dict(zip(honest_nodes, honest_accuracy.tolist(), strict=True)),
     }
 
 

@@ -90,7 +90,9 @@ def _csv_value(value: Any) -> Any:
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """Read a metrics.csv back, converting numeric columns."""
     with path.open(newline="") as handle:
-        return [{key: _parse(value) for key, value in row.items()} for row in csv.DictReader(handle)]
+        return [
+            {key: _parse(value) for key, value in row.items()} for row in csv.DictReader(handle)
+        ]
 
 
 def _parse(text: str) -> Any:
@@ -102,7 +104,9 @@ def _parse(text: str) -> Any:
     return text
 
 
-def summarize(rows: Sequence[dict[str, Any]], statuses: dict[tuple[str, str, str], str]) -> list[dict]:
+def summarize(
+    rows: Sequence[dict[str, Any]], statuses: dict[tuple[str, str, str], str]
+) -> list[dict]:
     """Final and best test accuracy (and final honest mean/min) per algorithm x attack x target."""
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for row in rows:
@@ -146,8 +150,14 @@ def summary_markdown(summary: Sequence[dict[str, Any]], title: str, notes: Seque
     return f"# {title}\n\n{header}{body}\n{lines}"
 
 
-def plot_accuracy(path: Path, rows: Sequence[dict[str, Any]], title: str) -> None:
-    """Test accuracy of the global model against round, one line per algorithm x attack x target."""
+def plot_accuracy(
+    path: Path, rows: Sequence[dict[str, Any]], title: str, *, band: bool = False
+) -> None:
+    """Test accuracy against round, one line per algorithm x attack x target.
+
+    With a server the line is the global model; without one (`band=True`) it is the mean of the
+    honest nodes, with a band from the worst to the best honest node.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -161,15 +171,29 @@ def plot_accuracy(path: Path, rows: Sequence[dict[str, Any]], title: str) -> Non
             label += f" @ {row['target']}"
         groups.setdefault(label, []).append(row)
     for label, group in groups.items():
-        axes.plot(
-            [r["round"] for r in group],
+        rounds = [r["round"] for r in group]
+        (line,) = axes.plot(
+            rounds,
             [100 * r["test_accuracy"] for r in group],
             marker="o",
             markersize=3,
             label=label,
         )
+        if band:
+            axes.fill_between(
+                rounds,
+                [100 * r["honest_accuracy_min"] for r in group],
+                [100 * r["honest_accuracy_max"] for r in group],
+                color=line.get_color(),
+                alpha=0.15,
+                linewidth=0,
+            )
     axes.set_xlabel("round")
-    axes.set_ylabel("test accuracy of the global model (%)")
+    axes.set_ylabel(
+        "honest nodes' test accuracy (%), mean and range"
+        if band
+        else "global model test accuracy (%)"
+    )
     axes.set_ylim(0, 100)
     axes.set_title(title)
     axes.grid(alpha=0.3)
@@ -188,9 +212,22 @@ class WrittenRun:
 
 
 def run_notes(setup) -> list[str]:
+    from fedpdmm import topology
+
     config = setup.config
     byzantine = setup.byzantine.nonzero().flatten().tolist()
+    if setup.graph is not None:
+        degrees = [d for _, d in setup.graph.degree()]
+        setting = (
+            f"peer-to-peer on a {config.topology.name} graph "
+            f"({setup.graph.number_of_edges()} edges, degree {min(degrees)}-{max(degrees)}, "
+            f"spectral gap {topology.spectral_gap(setup.graph):.4f}; edges in graph.csv); "
+            "final/best: mean test accuracy of the honest nodes' models"
+        )
+    else:
+        setting = "a server and clients; final/best: test accuracy of the global model (server)"
     notes = [
+        setting,
         f"data: {config.data.name}, {config.data.num_clients} clients, "
         f"{config.data.partition} partition; model: {config.model.name} "
         f"({setup.model.dim} parameters); {config.rounds} rounds of {config.local.steps} local "
@@ -199,8 +236,8 @@ def run_notes(setup) -> list[str]:
         f"fedavg: {config.fedavg.weighting} average",
         f"attacked runs: {len(byzantine)} Byzantine clients {byzantine}; attack target(s): "
         f"{', '.join(config.attack.targets)} (the outcome depends on the target: see the README)",
-        "final/best: test accuracy of the global model (server); honest mean/min: the honest "
-        "clients' own models at the last evaluation",
+        "honest mean/min: the honest clients' own models at the last evaluation",
+        *setup.warnings,
     ]
     return notes
 
@@ -209,9 +246,20 @@ def write_run(out: Path, setup, outcomes) -> WrittenRun:
     """Write a finished `fedpdmm run` to `out` atomically (see the module docstring)."""
     from fedpdmm import config as config_module
 
-    rows = [row for outcome in outcomes for row in outcome.rows]
-    statuses = {(o.algorithm, o.attack, o.target if o.attack != "none" else "none"): o.status
-                for o in outcomes}
+    rows = [dict(row) for outcome in outcomes for row in outcome.rows]
+    node_rows = [
+        {
+            **{k: row[k] for k in ("algorithm", "attack", "target", "round")},
+            "node": node,
+            "accuracy": accuracy,
+        }
+        for row in rows
+        for node, accuracy in row.pop("node_accuracy", {}).items()
+    ]
+    statuses = {
+        (o.algorithm, o.attack, o.target if o.attack != "none" else "none"): o.status
+        for o in outcomes
+    }
     summary = summarize(rows, statuses)
     title = f"fedpdmm run: {setup.config.data.name}"
     with staged_directory(out) as staging:
@@ -221,8 +269,28 @@ def write_run(out: Path, setup, outcomes) -> WrittenRun:
         write_metrics(staging / "metrics.csv", rows)
         write_clients(staging / "clients.csv", setup)
         (staging / "summary.md").write_text(summary_markdown(summary, title, run_notes(setup)))
-        plot_accuracy(staging / "accuracy.png", rows, title)
+        plot_accuracy(staging / "accuracy.png", rows, title, band=setup.graph is not None)
+        write_table(staging / "node_accuracy.csv", node_rows)
+        if setup.graph is not None:
+            write_graph(staging / "graph.csv", setup.graph)
     return WrittenRun(out, summary)
+
+
+def write_table(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """Rows of equal keys as CSV."""
+    with path.open("w", newline="") as handle:
+        if not rows:
+            return
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({k: _csv_value(v) for k, v in row.items()} for row in rows)
+
+
+def write_graph(path: Path, graph) -> None:
+    """The graph's edge list (one undirected edge per row)."""
+    from fedpdmm import topology
+
+    write_table(path, [{"u": u, "v": v} for u, v in topology.edge_list(graph)])
 
 
 def write_clients(path: Path, setup) -> None:
@@ -231,9 +299,12 @@ def write_clients(path: Path, setup) -> None:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(
-            ["client", "num_samples", "byzantine", *[f"class_{k}" for k in range(histogram.shape[1])]]
+            [
+                "client",
+                "num_samples",
+                "byzantine",
+                *[f"class_{k}" for k in range(histogram.shape[1])],
+            ]
         )
         for client, counts in enumerate(histogram.tolist()):
-            writer.writerow(
-                [client, sum(counts), int(setup.byzantine[client]), *counts]
-            )
+            writer.writerow([client, sum(counts), int(setup.byzantine[client]), *counts])

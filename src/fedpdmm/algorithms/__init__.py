@@ -18,9 +18,20 @@ model, the update or the message (see `fedpdmm.engine`).
 from __future__ import annotations
 
 from fedpdmm.algorithms.common import Algorithm, LocalProblem
+from fedpdmm.algorithms.decentralized import DSGD, GraphPDMM
 from fedpdmm.algorithms.fedavg import FedAvg
 from fedpdmm.algorithms.pdmm_star import PDMMStar
 
 CENTRALIZED = ("fedavg", "pdmm")
+DECENTRALIZED = ("pdmm", "dsgd")
 
-__all__ = ["CENTRALIZED", "Algorithm", "FedAvg", "LocalProblem", "PDMMStar"]
+__all__ = [
+    "CENTRALIZED",
+    "DECENTRALIZED",
+    "DSGD",
+    "Algorithm",
+    "FedAvg",
+    "GraphPDMM",
+    "LocalProblem",
+    "PDMMStar",
+]
