@@ -28,7 +28,8 @@ console = Console(stderr=True)
 @app.command()
 def run(
     config_path: Annotated[
-        Path | None, typer.Argument(metavar="[CONFIG.toml]", help="Experiment config (TOML).")
+        Path | None,
+        typer.Argument(metavar="[CONFIG]", help="Experiment config: a TOML file or a preset name."),
     ] = None,
     set_: Annotated[
         list[str] | None,
@@ -104,7 +105,9 @@ def _print_summary(summary: list[dict]) -> None:
 def list_(
     what: Annotated[
         str,
-        typer.Argument(help="datasets | models | algorithms | attacks | partitions | topologies"),
+        typer.Argument(
+            help="datasets | models | algorithms | attacks | partitions | topologies | presets"
+        ),
     ] = "all",
 ) -> None:
     """List the names the config accepts."""
@@ -119,6 +122,7 @@ def list_(
         "attacks": list(attacks.names()),
         "partitions": list(data.PARTITIONS),
         "topologies": ["server", *topology.names()],
+        "presets": list(config_module.presets()),
     }
     if what != "all" and what not in catalogue:
         raise FedpdmmError(f"cannot list {what!r}; choose one of {', '.join(catalogue)}")

@@ -218,14 +218,24 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
     node[parts[-1]] = parse_value(text.strip())
 
 
+def presets() -> dict[str, Path]:
+    """The preset configs shipped with the package (`configs/` in the repository), by name."""
+    folder = Path(__file__).parent / "presets"
+    return {path.stem: path for path in sorted(folder.glob("*.toml"))}
+
+
 def read_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML config file into a dict, with a one-line error for a missing or bad file."""
+    """Read a TOML config file (or a preset, by name) into a dict; one-line errors."""
     path = Path(path)
+    if not path.exists() and str(path) in presets():
+        path = presets()[str(path)]
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
+        raise ConfigError(
+            f"config file {path} does not exist (presets: {', '.join(presets())})"
+        ) from None
     except IsADirectoryError:
         raise ConfigError(f"config path {path} is a directory, not a TOML file") from None
     except tomllib.TOMLDecodeError as error:
