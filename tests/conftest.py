@@ -12,8 +12,19 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import scipy.io
+import torch
 
 from fedpdmm.data import files, locate
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """One torch thread: the suite's models are small, and two threads on a busy 2-core machine
+    spin against each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +35,8 @@ def real_data_dir() -> Path:
     for root in candidates:
         if root.is_dir():
             return root
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must provide the real datasets: none in {', '.join(map(str, candidates))}")
     pytest.skip(f"real datasets not found in {', '.join(map(str, candidates))}; set FEDPDMM_DATA")
 
 

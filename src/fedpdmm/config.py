@@ -6,6 +6,7 @@ names the key; nothing is silently ignored.
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +19,9 @@ TARGETS = ("model", "update", "message")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False
+    )
 
 
 class DataConfig(_Section):
@@ -87,7 +90,9 @@ class TopologyConfig(BaseModel):
     """`name = "server"`: a server and n clients. Any graph name from `fedpdmm list topologies`:
     peer-to-peer among the n clients; further keys are that graph's parameters (e.g. `p`, `radius`)."""
 
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    model_config = ConfigDict(
+        extra="allow", validate_assignment=True, strict=True, allow_inf_nan=False
+    )
     name: str = "server"
 
     @property
@@ -143,12 +148,15 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
-        if self.attack.num_byzantine is not None and (
-            self.attack.num_byzantine > self.data.num_clients
-        ):
+        if self.num_byzantine >= self.data.num_clients:
+            given = (
+                f"attack.num_byzantine={self.attack.num_byzantine}"
+                if self.attack.fraction is None
+                else f"attack.fraction={self.attack.fraction} ({self.num_byzantine} clients)"
+            )
             raise ValueError(
-                f"attack.num_byzantine={self.attack.num_byzantine} exceeds "
-                f"data.num_clients={self.data.num_clients}"
+                f"{given} leaves no honest client among data.num_clients="
+                f"{self.data.num_clients}; at least one client must be honest"
             )
         return self
 
@@ -279,7 +287,7 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return json.dumps(value, ensure_ascii=False)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     raise TypeError(f"cannot write {type(value).__name__} as TOML")

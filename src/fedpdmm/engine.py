@@ -93,10 +93,6 @@ def build_setup(config: Config, data_dir: str | None = None) -> Setup:
     )
     x0 = model.init(generator(config.seed, "model-init"))
     num_byzantine = config.num_byzantine
-    if num_byzantine > n:
-        raise ConfigError(
-            f"attack.num_byzantine={num_byzantine} exceeds data.num_clients={n}; lower it"
-        )
     byzantine = torch.zeros(n, dtype=torch.bool)
     byzantine[torch.randperm(n, generator=generator(config.seed, "byzantine"))[:num_byzantine]] = (
         True
