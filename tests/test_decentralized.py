@@ -218,5 +218,5 @@ def test_server_algorithms_are_refused_on_a_graph() -> None:
 
 def test_unknown_topology_parameter_is_an_error() -> None:
     config = digits_config(**{"topology.name": "ring", "topology.p": 0.5})
-    with pytest.raises(ConfigError, match="topology.p"):
+    with pytest.raises(ConfigError, match=r"topology\.p"):
         engine.build_setup(config)

@@ -19,7 +19,7 @@ from fedpdmm.errors import FedpdmmError
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
-    help="Byzantine-resilient federated learning: PDMM, FedAvg and robust aggregation under attack.",
+    help="Byzantine-resilient federated learning: PDMM, FedAvg, gossip, robust rules, attacks.",
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)

@@ -87,8 +87,8 @@ class AttackConfig(_Section):
 
 
 class TopologyConfig(BaseModel):
-    """`name = "server"`: a server and n clients. Any graph name from `fedpdmm list topologies`:
-    peer-to-peer among the n clients; further keys are that graph's parameters (e.g. `p`, `radius`)."""
+    """`name = "server"`: a server and n clients. Any graph name (`fedpdmm list topologies`):
+    peer-to-peer among the n clients; further keys are the graph's parameters (`p`, `radius`)."""
 
     model_config = ConfigDict(
         extra="allow", validate_assignment=True, strict=True, allow_inf_nan=False
@@ -139,7 +139,7 @@ class Config(_Section):
 
     @property
     def num_byzantine(self) -> int:
-        """Byzantine clients in attacked runs: `attack.num_byzantine`, or the fraction rounded down."""
+        """Byzantine clients in attacked runs: `attack.num_byzantine` or the fraction (floor)."""
         if self.attack.num_byzantine is not None:
             return self.attack.num_byzantine
         if self.attack.fraction is not None:
@@ -166,7 +166,7 @@ def _one_line(error: ValidationError) -> str:
     key = ".".join(str(part) for part in first["loc"] if "[" not in str(part))
     kind = first["type"]
     if kind == "extra_forbidden":
-        parent, _, leaf = key.rpartition(".")
+        parent = key.rpartition(".")[0]
         section = _section_fields(parent)
         valid = ", ".join(section) if section else ""
         where = f"[{parent}]" if parent else "the top level"

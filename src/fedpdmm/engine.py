@@ -6,7 +6,7 @@ combination, so they differ only in the algorithm and the attack) -> `run_combin
 
 Where an attack strikes (`attack.target`):
 - `model`:   the Byzantine client's trained model is perturbed, then encoded into its message;
-- `update`:  the change since the round's starting point is perturbed (start + attack(trained - start));
+- `update`:  the change since the round's start is perturbed (start + attack(trained - start));
 - `message`: the transmitted vector itself is perturbed.
 For FedAvg the message is the model, so `message` and `model` coincide. Byzantine clients compute
 honestly and keep honest state; only what they transmit is corrupted (or, for a data attack such as
@@ -72,7 +72,7 @@ class CombinationResult:
 
 
 def build_setup(config: Config, data_dir: str | None = None) -> Setup:
-    """Load and partition the data, build the model and its initial vector, pick the Byzantine set."""
+    """Load and partition the data, build the model and its initial vector, pick the Byzantines."""
     _check_names(config)
     data_dir = data_dir or config.data.dir
     dataset = load_dataset(

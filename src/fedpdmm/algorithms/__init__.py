@@ -10,9 +10,9 @@ Every algorithm splits a round into the pieces a transport would run on differen
     server:  update(server, messages, accepted)    -> server
              global_model(server)                  -> [d]
 
-Client functions act on any subset of rows (all n clients in the simulator, one row on a real node),
-so the same code serves both. Attacks are applied by the caller between `finish` and `update`, to the
-model, the update or the message (see `fedpdmm.engine`).
+Client functions act on any subset of rows (all n clients in the simulator, one row on a real
+node), so the same code serves both. Attacks are applied by the caller between `finish` and
+`update`, to the model, the update or the message (see `fedpdmm.engine`).
 """
 
 from __future__ import annotations

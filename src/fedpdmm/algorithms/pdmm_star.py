@@ -13,9 +13,9 @@ one dual per client, z_s[i] = z(s|i), and its model x_s. One round:
                          x_s  =  argmin <sum_i A(s|i) z_s[i], x> + (c n / 2) ||x||^2
                               =  mean_i z_s[i] / c
 
-At theta = 1 the server's rows z_s[i] / c = 2 x_i - v_i are FedSplit's uploads (Pathak and Wainwright
-2020) and x_s is their mean. Duals start at zero, so x_s starts at 0 as well. A message that does not
-arrive (or is non-finite) leaves that client's server dual unchanged.
+At theta = 1 the server's rows z_s[i] / c = 2 x_i - v_i are FedSplit's uploads (Pathak and
+Wainwright 2020) and x_s is their mean. Duals start at zero, so x_s starts at 0 as well. A message
+that does not arrive (or is non-finite) leaves that client's server dual unchanged.
 """
 
 from __future__ import annotations
