@@ -195,11 +195,8 @@ def test_decentralized_runs_are_deterministic() -> None:
 
 
 def test_graph_with_no_honest_node_is_an_error() -> None:
-    config = digits_config(
-        **{"topology.name": "ring", "data.num_clients": 4, "attack.num_byzantine": 4}
-    )
-    with pytest.raises(ConfigError, match="no honest node"):
-        engine.build_setup(config)
+    with pytest.raises(ConfigError, match="no honest client"):
+        digits_config(**{"topology.name": "ring", "data.num_clients": 4, "attack.num_byzantine": 4})
 
 
 def test_honest_node_surrounded_by_byzantine_nodes_warns() -> None:

@@ -87,7 +87,7 @@ def _progress(quiet: bool) -> Progress:
 def _print_summary(summary: list[dict]) -> None:
     table = Table(title="test accuracy of the global model (%)")
     for column in ("algorithm", "attack", "target", "final", "best", "honest min", "status"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("algorithm", "attack"))
     for row in summary:
         table.add_row(
             row["algorithm"],
@@ -106,12 +106,13 @@ def list_(
     what: Annotated[
         str,
         typer.Argument(
-            help="datasets | models | algorithms | attacks | partitions | topologies | presets"
+            help="datasets, models, algorithms, attacks, aggregators, partitions, topologies, "
+            "presets, or all"
         ),
     ] = "all",
 ) -> None:
     """List the names the config accepts."""
-    from fedpdmm import attacks, data, models, topology
+    from fedpdmm import aggregators, attacks, data, models, topology
     from fedpdmm.algorithms import CENTRALIZED, DECENTRALIZED
 
     catalogue = {
@@ -120,6 +121,8 @@ def list_(
         "algorithms": [f"{name} (server)" for name in CENTRALIZED]
         + [f"{name} (graph)" for name in DECENTRALIZED],
         "attacks": list(attacks.names()),
+        "aggregators": list(aggregators.names()),
+        "pre-aggregations": list(aggregators.pre_names()),
         "partitions": list(data.PARTITIONS),
         "topologies": ["server", *topology.names()],
         "presets": list(config_module.presets()),

@@ -62,6 +62,15 @@ class FedAvgConfig(_Section):
     weighting: Literal["uniform", "samples"] = "uniform"
 
 
+class AlgorithmConfig(_Section):
+    """Robust combination for algorithm names without an explicit `+rule` (`fedavg`, `pdmm`)."""
+
+    aggregator: str = "mean"
+    pre: list[str] = Field(default_factory=list)
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    root_size: int = Field(100, ge=1)
+
+
 class AttackConfig(_Section):
     num_byzantine: int | None = Field(None, ge=0)
     fraction: float | None = Field(None, ge=0, le=1)
@@ -111,6 +120,7 @@ class Config(_Section):
     local: LocalConfig = Field(default_factory=LocalConfig)
     pdmm: PDMMConfig = Field(default_factory=PDMMConfig)
     fedavg: FedAvgConfig = Field(default_factory=FedAvgConfig)
+    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     attack: AttackConfig = Field(default_factory=AttackConfig)
     topology: TopologyConfig = Field(default_factory=TopologyConfig)
 

@@ -26,11 +26,12 @@ from typing import Any
 import networkx as nx
 import torch
 
+from fedpdmm import aggregators, topology
 from fedpdmm import attacks as attack_library
-from fedpdmm import topology
 from fedpdmm.algorithms import CENTRALIZED, DECENTRALIZED, FedAvg, PDMMStar
 from fedpdmm.algorithms.common import finite_rows
 from fedpdmm.algorithms.decentralized import DSGD, GraphPDMM
+from fedpdmm.algorithms.robust import RobustCombine, build_combine, parse_algorithm
 from fedpdmm.config import Config
 from fedpdmm.data import Dataset, label_histogram, load_dataset, partition
 from fedpdmm.errors import ConfigError
@@ -60,6 +61,7 @@ class Setup:
     edges: topology.EdgeIndex | None = None
     edge_keys: list[str] | None = None  # "i>j" per directed edge, keys of per-edge attack noise
     warnings: tuple[str, ...] = ()
+    root_data: ClientData | None = None  # the server's small clean dataset (FLTrust)
 
 
 @dataclass
@@ -101,7 +103,8 @@ def build_setup(config: Config, data_dir: str | None = None) -> Setup:
     honest_index = torch.cat([parts[k] for k in range(n) if not byzantine[k]] or [parts[0]])
     keep = torch.randperm(len(honest_index), generator=generator(config.seed, "train-eval"))
     train_eval_index = honest_index[keep[:TRAIN_EVAL_SAMPLES]].sort().values
-    return Setup(
+    root = torch.randperm(len(dataset.y_train), generator=generator(config.seed, "root"))
+    setup = Setup(
         config=config,
         dataset=dataset,
         parts=parts,
@@ -115,7 +118,13 @@ def build_setup(config: Config, data_dir: str | None = None) -> Setup:
         edges=edges,
         edge_keys=edge_keys,
         warnings=notes,
+        root_data=ClientData.from_parts(
+            dataset.x_train, dataset.y_train, [root[: config.algorithm.root_size].sort().values]
+        ),
     )
+    for name in config.algorithms:
+        build_algorithm(name, setup)
+    return setup
 
 
 def _build_graph(config: Config, byzantine: torch.Tensor):
@@ -123,11 +132,6 @@ def _build_graph(config: Config, byzantine: torch.Tensor):
     if not config.decentralized:
         return None, None, None, ()
     n = config.data.num_clients
-    if n - int(byzantine.sum()) < 1:
-        raise ConfigError(
-            f"a graph of {n} nodes with {int(byzantine.sum())} Byzantine nodes has no honest node; "
-            "lower attack.num_byzantine or raise data.num_clients"
-        )
     graph = topology.build(
         config.topology.name, n, seed=derive_seed(config.seed, "topology"), **config.topology.params
     )
@@ -153,39 +157,99 @@ def _check_names(config: Config) -> None:
         else "runs with a server (topology.name = 'server')"
     )
     for name in config.algorithms:
-        if name not in valid:
+        if parse_algorithm(name)[0] not in valid:
             raise ConfigError(
-                f"algorithm {name!r} is not available for {setting}; choose from {', '.join(valid)}"
+                f"algorithm {name!r} is not available for {setting}; choose from "
+                f"{', '.join(valid)}, optionally with robust rules: 'fedavg+median', "
+                "'pdmm+nnm+krum' (fedpdmm list aggregators)"
             )
     for name in config.attacks:
         build_attack(name, config)
 
 
-def build_attack(name: str, config: Config):
-    """The attack `name` with its parameters from `[attack]` and `[attack.params.<name>]`."""
+def build_attack(name: str, config: Config, robust: RobustCombine | None = None):
+    """The attack `name` with its parameters from `[attack]` and `[attack.params.<name>]`.
+
+    Attacks that search against the aggregation rule (`optimal_*`) get the algorithm's own rule.
+    """
     params = dict(config.attack.params.get(name, {}))
     if name == "gaussian":
         params.setdefault("sigma", config.attack.sigma)
         params.setdefault("mode", config.attack.mode)
+    if name.startswith("optimal_") and robust is not None and not robust.is_plain_mean:
+        params.setdefault("aggregator", robust.value)
     return attack_library.get(name, **params)
 
 
 def build_algorithm(name: str, setup: Setup):
-    """The algorithm `name` for this setup: with a server, or on the setup's graph."""
+    """The algorithm `name` (`base[+pre...][+rule]`): with a server, or on the setup's graph."""
     config = setup.config
     n = config.data.num_clients
+    base, chain = parse_algorithm(name)
+    robust = _robust_combine(name, chain, setup)
     if setup.edges is not None:
-        if name == "pdmm":
-            return GraphPDMM(setup.edges, c=config.pdmm.c, theta=config.pdmm.theta)
-        if name == "dsgd":
-            return DSGD(setup.edges)
+        if base == "pdmm":
+            return GraphPDMM(setup.edges, c=config.pdmm.c, theta=config.pdmm.theta, robust=robust)
+        if base == "dsgd":
+            return DSGD(setup.edges, robust=robust if chain else _non_mean(robust))
         raise ConfigError(f"unknown algorithm {name!r}; choose from {', '.join(DECENTRALIZED)}")
-    if name == "fedavg":
+    if base == "fedavg":
         weights = setup.client_data.sizes if config.fedavg.weighting == "samples" else None
-        return FedAvg(num_clients=n, weights=weights)
-    if name == "pdmm":
-        return PDMMStar(num_clients=n, c=config.pdmm.c, theta=config.pdmm.theta)
+        return FedAvg(num_clients=n, weights=weights, robust=robust)
+    if base == "pdmm":
+        return PDMMStar(num_clients=n, c=config.pdmm.c, theta=config.pdmm.theta, robust=robust)
     raise ConfigError(f"unknown algorithm {name!r}; choose from {', '.join(CENTRALIZED)}")
+
+
+def _non_mean(robust: RobustCombine) -> RobustCombine | None:
+    """`dsgd` keeps Metropolis-Hastings gossip unless a rule other than the mean is configured."""
+    return None if robust.is_plain_mean else robust
+
+
+def default_f(setup: Setup) -> int:
+    """Byzantine rows a rule should expect: with a server the Byzantine count; on a graph the most
+    Byzantine neighbours any honest node has (the b-local bound)."""
+    if setup.graph is None:
+        return int(setup.byzantine.sum())
+    byzantine = set(setup.byzantine.nonzero().flatten().tolist())
+    counts = [
+        sum(neighbour in byzantine for neighbour in setup.graph.neighbors(node))
+        for node in setup.graph.nodes
+        if node not in byzantine
+    ]
+    return max(counts, default=0)
+
+
+def _robust_combine(name: str, chain: list[str], setup: Setup) -> RobustCombine:
+    config = setup.config
+    robust = build_combine(
+        chain,
+        config.algorithm.aggregator,
+        config.algorithm.pre,
+        config.algorithm.params,
+        default_f(setup),
+    )
+    if robust.is_plain_mean:
+        return robust
+    if setup.edges is None:
+        aggregators.check_pipeline(robust.rule, robust.pre, n=config.data.num_clients)
+        return robust
+    if robust.rule.stateful or robust.rule.needs_reference:
+        raise ConfigError(
+            f"{robust.rule.name} in {name!r} needs a server (per-client history or a root "
+            "dataset); use it with topology.name = 'server'"
+        )
+    extra = 1 if parse_algorithm(name)[0] == "dsgd" else 0
+    for node in setup.graph.nodes:
+        rows = setup.graph.degree(node) + extra
+        try:
+            aggregators.check_pipeline(robust.rule, robust.pre, n=rows)
+        except ConfigError as error:
+            raise ConfigError(
+                f"{name!r} cannot run at node {node} of the {config.topology.name} graph, which "
+                f"combines {rows} rows: {error}"
+            ) from None
+    return robust
 
 
 def corrupt(
@@ -253,7 +317,7 @@ def run_combination(
     config = setup.config
     result = CombinationResult(algorithm_name, attack_name, target)
     algorithm = build_algorithm(algorithm_name, setup)
-    attack = build_attack(attack_name, config)
+    attack = build_attack(attack_name, config, algorithm.robust)
     byzantine = setup.byzantine if attack_name != "none" else torch.zeros_like(setup.byzantine)
     data = setup.client_data
     if getattr(attack, "data_attack", False):
@@ -337,14 +401,37 @@ def _centralized_round(setup, algorithm, state, data, attack, target, byzantine,
         round_index,
     )
     accepted = finite_rows(messages)
-    server = algorithm.update(server, messages, accepted)
+    reference = _server_reference(setup, algorithm, server, round_index)
+    gen = generator(setup.config.seed, "aggregate", round_index)
+    server = algorithm.update(server, messages, accepted, reference=reference, generator=gen)
     return (server, clients), int((~accepted).sum())
+
+
+def _server_reference(setup: Setup, algorithm, server, round_index: int) -> torch.Tensor | None:
+    """FLTrust: the server's own update, K local steps on its root dataset from its model."""
+    if not algorithm.needs_reference:
+        return None
+    config = setup.config
+    start = algorithm.global_model(server).unsqueeze(0)
+    trained = train(
+        setup.model,
+        start,
+        setup.root_data,
+        torch.zeros(1, dtype=torch.int64),
+        round_index,
+        steps=config.local.steps,
+        batch_size=config.local.batch_size,
+        lr=config.local.lr,
+        seed=derive_seed(config.seed, "root"),
+    )
+    return (trained - start)[0]
 
 
 def _decentralized_round(setup, algorithm, state, data, attack, target, byzantine, round_index):
     """Local training -> (attacked) per-edge messages -> every node combines what it received."""
     edges = setup.edges
-    problem = algorithm.local_problem(state)
+    gen = generator(setup.config.seed, "aggregate", round_index)
+    problem = algorithm.local_problem(state, generator=gen)
     trained = _local_training(setup, problem, data, round_index)
     state = algorithm.finish(state, trained)
     byzantine_edges = byzantine.index_select(0, edges.src)
@@ -370,7 +457,7 @@ def _decentralized_round(setup, algorithm, state, data, attack, target, byzantin
             setup.edge_keys,
         )
     accepted = finite_rows(messages)
-    state = algorithm.combine(state, messages, accepted)
+    state = algorithm.combine(state, messages, accepted, generator=gen)
     return state, int((~accepted).sum())
 
 

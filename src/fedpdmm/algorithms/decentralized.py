@@ -23,7 +23,14 @@ import torch
 
 from fedpdmm import pdmm
 from fedpdmm.algorithms.common import LocalProblem
+from fedpdmm.algorithms.robust import RobustCombine
 from fedpdmm.topology import EdgeIndex
+
+
+def outgoing_edges(edges: EdgeIndex, node: int) -> slice:
+    """Rows of the edges node -> j (edges are sorted by source, so they are contiguous)."""
+    start = int(edges.degree[:node].sum())
+    return slice(start, start + int(edges.degree[node]))
 
 
 class GraphPDMMState(NamedTuple):
@@ -42,6 +49,7 @@ class GraphPDMM:
     edges: EdgeIndex
     c: float
     theta: float
+    robust: RobustCombine | None = None
     name: str = "pdmm"
 
     def init(self, x0: torch.Tensor) -> GraphPDMMState:
@@ -49,8 +57,15 @@ class GraphPDMM:
         z = torch.zeros(self.edges.num_directed_edges, x0.numel(), dtype=x0.dtype)
         return GraphPDMMState(x, z)
 
-    def local_problem(self, state: GraphPDMMState) -> LocalProblem:
+    def local_problem(
+        self, state: GraphPDMMState, *, generator: torch.Generator | None = None
+    ) -> LocalProblem:
         center, rho = pdmm.prox_centers(state.z, self.edges, self.c)
+        if self.robust is not None and not self.robust.is_plain_mean:
+            votes = -state.z * self.edges.sign.to(state.z.dtype).unsqueeze(1) / self.c
+            for node in range(self.edges.num_nodes):
+                rows = votes[outgoing_edges(self.edges, node)]
+                center[node], _ = self.robust(rows, state.x[node], generator=generator)
         return LocalProblem(start=state.x, center=center, rho=rho)
 
     def finish(self, state: GraphPDMMState, trained: torch.Tensor) -> GraphPDMMState:
@@ -65,7 +80,12 @@ class GraphPDMM:
         return pdmm.messages(state.z, models, self.edges, self.c)
 
     def combine(
-        self, state: GraphPDMMState, messages: torch.Tensor, accepted: torch.Tensor
+        self,
+        state: GraphPDMMState,
+        messages: torch.Tensor,
+        accepted: torch.Tensor,
+        *,
+        generator: torch.Generator | None = None,
     ) -> GraphPDMMState:
         z = pdmm.receive(state.z, messages, self.edges, self.theta)
         arrived = accepted.index_select(0, self.edges.reverse)
@@ -91,6 +111,7 @@ class DSGD:
     """
 
     edges: EdgeIndex
+    robust: RobustCombine | None = None
     name: str = "dsgd"
 
     @property
@@ -103,7 +124,9 @@ class DSGD:
     def init(self, x0: torch.Tensor) -> DSGDState:
         return DSGDState(x0.expand(self.edges.num_nodes, -1).clone())
 
-    def local_problem(self, state: DSGDState) -> LocalProblem:
+    def local_problem(
+        self, state: DSGDState, *, generator: torch.Generator | None = None
+    ) -> LocalProblem:
         return LocalProblem(start=state.x, center=None, rho=0.0)
 
     def finish(self, state: DSGDState, trained: torch.Tensor) -> DSGDState:
@@ -116,8 +139,15 @@ class DSGD:
         return models.index_select(0, self.edges.src)
 
     def combine(
-        self, state: DSGDState, messages: torch.Tensor, accepted: torch.Tensor
+        self,
+        state: DSGDState,
+        messages: torch.Tensor,
+        accepted: torch.Tensor,
+        *,
+        generator: torch.Generator | None = None,
     ) -> DSGDState:
+        if self.robust is not None:
+            return DSGDState(self._robust_combine(state.x, messages, accepted, generator))
         weights = self.edge_weights.to(state.x.dtype) * accepted.to(state.x.dtype)
         safe = torch.where(accepted.unsqueeze(1), messages, torch.zeros((), dtype=messages.dtype))
         incoming = torch.zeros_like(state.x).index_add_(
@@ -128,6 +158,16 @@ class DSGD:
         )
         x = state.x * (1.0 - received_weight).unsqueeze(1) + incoming
         return DSGDState(x)
+
+    def _robust_combine(self, x, messages, accepted, generator) -> torch.Tensor:
+        """x_i <- x_i + rule({0} u {m_ji - x_i}) over i and its neighbours' accepted messages."""
+        mixed = x.clone()
+        for node in range(self.edges.num_nodes):
+            incoming = self.edges.reverse[outgoing_edges(self.edges, node)]
+            incoming = incoming[accepted[incoming]]
+            rows = torch.cat([x[node : node + 1], messages[incoming]])
+            mixed[node], _ = self.robust(rows, x[node], generator=generator)
+        return mixed
 
     def node_models(self, state: DSGDState) -> torch.Tensor:
         return state.x

@@ -16,21 +16,26 @@ one dual per client, z_s[i] = z(s|i), and its model x_s. One round:
 At theta = 1 the server's rows z_s[i] / c = 2 x_i - v_i are FedSplit's uploads (Pathak and
 Wainwright 2020) and x_s is their mean. Duals start at zero, so x_s starts at 0 as well. A message
 that does not arrive (or is non-finite) leaves that client's server dual unchanged.
+
+Robust PDMM (`robust`): x_s = x_s + rule(z_s / c - x_s), a robust estimate in place of the mean
+of the votes z_s[i] / c (see `fedpdmm.algorithms.robust`); with `mean` it is PDMM exactly.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
 from fedpdmm.algorithms.common import LocalProblem
+from fedpdmm.algorithms.robust import RobustCombine
 
 
 class PDMMServer(NamedTuple):
     z: torch.Tensor  # [n, d] z(s|i)
     x: torch.Tensor  # [d]
+    rule_state: Any = None  # memory of a stateful robust rule (FoolsGold)
 
 
 class PDMMClients(NamedTuple):
@@ -43,7 +48,13 @@ class PDMMStar:
     num_clients: int
     c: float
     theta: float
+    robust: RobustCombine | None = None
     name: str = "pdmm"
+
+    @property
+    def needs_reference(self) -> bool:
+        """Whether the server needs its own update on a root dataset (FLTrust)."""
+        return self.robust is not None and self.robust.rule.needs_reference
 
     def init(self, x0: torch.Tensor) -> tuple[PDMMServer, PDMMClients]:
         n = self.num_clients
@@ -68,11 +79,27 @@ class PDMMStar:
         return clients.z + 2 * self.c * models
 
     def update(
-        self, server: PDMMServer, messages: torch.Tensor, accepted: torch.Tensor
+        self,
+        server: PDMMServer,
+        messages: torch.Tensor,
+        accepted: torch.Tensor,
+        *,
+        reference: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> PDMMServer:
         z = server.z.clone()
         z[accepted] = (1 - self.theta) * z[accepted] + self.theta * messages[accepted]
-        return PDMMServer(z, z.mean(dim=0) / self.c)
+        if self.robust is None or self.robust.is_plain_mean:
+            return PDMMServer(z, z.mean(dim=0) / self.c, server.rule_state)
+        x, state = self.robust(
+            z / self.c,
+            server.x,
+            state=server.rule_state,
+            reference=reference,
+            generator=generator,
+            clients=torch.arange(self.num_clients),
+        )
+        return PDMMServer(z, x, state)
 
     def global_model(self, server: PDMMServer) -> torch.Tensor:
         return server.x
