@@ -1,0 +1,168 @@
+"""Robust rules inside the algorithms: exactness with the mean, robustness, configuration."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fedpdmm import aggregators, engine, topology
+from fedpdmm import config as config_module
+from fedpdmm.algorithms import DSGD, FedAvg, GraphPDMM, PDMMStar
+from fedpdmm.algorithms.robust import RobustCombine, build_combine, parse_algorithm
+from fedpdmm.errors import ConfigError
+
+
+def quadratics(n: int, dim: int, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    factors = torch.randn(n, dim, dim, generator=gen, dtype=torch.float64)
+    q = factors @ factors.transpose(1, 2) / dim + 0.5 * torch.eye(dim, dtype=torch.float64)
+    a = torch.randn(n, dim, generator=gen, dtype=torch.float64)
+    optimum = torch.linalg.solve(q.sum(0), (q @ a.unsqueeze(-1)).sum(0)).squeeze(-1)
+    return q, a, optimum
+
+
+def exact_prox(q, a, center, rho):
+    rho = torch.as_tensor(rho, dtype=q.dtype).expand(q.shape[0])
+    lhs = q + rho.view(-1, 1, 1) * torch.eye(q.shape[1], dtype=q.dtype)
+    rhs = (q @ a.unsqueeze(-1)).squeeze(-1) + rho.view(-1, 1) * center
+    return torch.linalg.solve(lhs, rhs)
+
+
+# trimmed_mean with f = 0 is the mean computed by the robust path (it is not `is_plain_mean`)
+MEAN_BY_ROBUST_PATH = RobustCombine(aggregators.get("trimmed_mean", f=0))
+
+
+def run_pdmm_star(algorithm: PDMMStar, q, a, rounds: int) -> torch.Tensor:
+    server, clients = algorithm.init(torch.zeros(q.shape[1], dtype=torch.float64))
+    accepted = torch.ones(algorithm.num_clients, dtype=torch.bool)
+    for _ in range(rounds):
+        clients, problem = algorithm.receive(clients, algorithm.downlink(server))
+        trained = exact_prox(q, a, problem.center, problem.rho)
+        clients = algorithm.finish(clients, trained)
+        server = algorithm.update(server, algorithm.encode(clients, trained), accepted)
+    return algorithm.global_model(server)
+
+
+@pytest.mark.parametrize("theta", [1.0, 0.5])
+def test_robust_pdmm_with_the_mean_is_pdmm(theta: float) -> None:
+    q, a, optimum = quadratics(6, 3)
+    plain = run_pdmm_star(PDMMStar(6, c=1.0, theta=theta), q, a, 300)
+    robust = run_pdmm_star(PDMMStar(6, c=1.0, theta=theta, robust=MEAN_BY_ROBUST_PATH), q, a, 300)
+    torch.testing.assert_close(robust, plain, rtol=1e-10, atol=1e-12)
+    assert (robust - optimum).norm() / optimum.norm() < 1e-8
+
+
+def test_robust_fedavg_with_the_mean_is_fedavg() -> None:
+    gen = torch.Generator().manual_seed(0)
+    models = torch.randn(7, 5, generator=gen, dtype=torch.float64)
+    accepted = torch.ones(7, dtype=torch.bool)
+    accepted[2] = False
+    plain, _ = FedAvg(7).init(torch.zeros(5, dtype=torch.float64))
+    robust = FedAvg(7, robust=MEAN_BY_ROBUST_PATH)
+    server, _ = robust.init(torch.ones(5, dtype=torch.float64))
+    expected = FedAvg(7).update(plain, models, accepted).x
+    torch.testing.assert_close(robust.update(server, models, accepted).x, expected)
+
+
+def test_robust_graph_pdmm_with_the_mean_is_graph_pdmm() -> None:
+    graph = topology.build("random_geometric", 8, seed=1)
+    edges = topology.edge_index(graph)
+    q, a, optimum = quadratics(8, 3, seed=2)
+    results = []
+    for robust in (None, MEAN_BY_ROBUST_PATH):
+        algorithm = GraphPDMM(edges, c=1.0, theta=0.5, robust=robust)
+        state = algorithm.init(torch.zeros(3, dtype=torch.float64))
+        accepted = torch.ones(edges.num_directed_edges, dtype=torch.bool)
+        for _ in range(400):
+            problem = algorithm.local_problem(state)
+            trained = exact_prox(q, a, problem.center, problem.rho)
+            state = algorithm.finish(state, trained)
+            state = algorithm.combine(state, algorithm.encode_nodes(state, trained), accepted)
+        results.append(state.x)
+    torch.testing.assert_close(results[1], results[0], rtol=1e-9, atol=1e-10)
+    assert (results[1] - optimum).norm(dim=1).max() / optimum.norm() < 1e-8
+
+
+def test_robust_gossip_with_the_mean_averages_on_a_regular_graph() -> None:
+    edges = topology.edge_index(topology.build("ring", 6, seed=0))
+    algorithm = DSGD(edges, robust=MEAN_BY_ROBUST_PATH)
+    x = torch.randn(6, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    state = algorithm.init(torch.zeros(2, dtype=torch.float64))._replace(x=x)
+    accepted = torch.ones(edges.num_directed_edges, dtype=torch.bool)
+    for _ in range(300):
+        state = algorithm.combine(state, algorithm.encode_nodes(state, state.x), accepted)
+    torch.testing.assert_close(state.x, x.mean(0).expand(6, -1), rtol=0, atol=1e-10)
+
+
+def test_robust_server_ignores_a_huge_byzantine_vote() -> None:
+    """2 of 7 clients send 1e6: median FedAvg stays in the honest range, the mean does not."""
+    honest = torch.randn(5, 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    models = torch.cat([honest, torch.full((2, 4), 1e6, dtype=torch.float64)])
+    accepted = torch.ones(7, dtype=torch.bool)
+    x0 = torch.zeros(4, dtype=torch.float64)
+    median = FedAvg(7, robust=RobustCombine(aggregators.get("median")))
+    value = median.update(median.init(x0)[0], models, accepted).x
+    assert bool(((value >= honest.min(0).values) & (value <= honest.max(0).values)).all())
+    mean = FedAvg(7)
+    assert mean.update(mean.init(x0)[0], models, accepted).x.abs().min() > 1e5
+
+
+def test_parse_and_build_a_chain() -> None:
+    assert parse_algorithm("fedavg+nnm+krum") == ("fedavg", ["nnm", "krum"])
+    assert parse_algorithm("pdmm") == ("pdmm", [])
+    combine = build_combine(["nnm", "krum"], "mean", [], {}, default_f=2)
+    assert combine.label == "nnm+krum"
+    assert combine.rule.params["f"] == 2 and combine.pre[0].params["f"] == 2
+    given = build_combine(["trimmed_mean"], "mean", [], {"trimmed_mean": {"f": 1}}, default_f=3)
+    assert given.rule.params["f"] == 1
+    default = build_combine([], "median", ["clip"], {}, default_f=0)
+    assert default.label == "clip+median"
+
+
+def load(**overrides) -> config_module.Config:
+    return config_module.load(None, [f"{key}={value}" for key, value in overrides.items()])
+
+
+def test_robust_rules_protect_fedavg_on_digits() -> None:
+    config = load(
+        algorithms='["fedavg", "fedavg+median", "fedavg+nnm+krum"]',
+        attacks='["sign_flip"]',
+        rounds=15,
+        eval_every=15,
+    )
+    _, results = engine.run(config)
+    final = {r.algorithm: r.rows[-1]["test_accuracy"] for r in results}
+    assert final["fedavg"] < 0.3
+    assert final["fedavg+median"] > 0.8
+    assert final["fedavg+nnm+krum"] > 0.8
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"algorithms": '["fedavg+bulyan"]'}, r"bulyan needs n >= 4f \+ 3, got n=10, f=2"),
+        ({"algorithms": '["fedavg+nosuchrule"]'}, "unknown aggregation rule 'nosuchrule'"),
+        ({"algorithms": '["fedavg+median+nnm"]'}, "'nnm' is a pre-aggregation"),
+        ({"algorithms": '["gossip+median"]'}, "not available for runs with a server"),
+        (
+            {"algorithms": '["dsgd+foolsgold"]', "topology.name": "ring"},
+            "needs a server",
+        ),
+        (
+            {"algorithms": '["pdmm+trimmed_mean"]', "topology.name": "ring"},
+            "cannot run at node",
+        ),
+    ],
+)
+def test_impossible_robust_configurations_are_clear_errors(overrides, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        engine.build_setup(load(**overrides))
+
+
+def test_optimal_attack_plays_against_the_rule_in_use() -> None:
+    config = load(algorithms='["fedavg+median"]', attacks='["optimal_alie"]')
+    setup = engine.build_setup(config)
+    algorithm = engine.build_algorithm("fedavg+median", setup)
+    attack = engine.build_attack("optimal_alie", config, algorithm.robust)
+    rows = torch.randn(10, 3, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(attack.params["aggregator"](rows), aggregators.get("median")(rows))
