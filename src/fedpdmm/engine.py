@@ -259,8 +259,12 @@ def corrupt(
     seed: int,
     round_index: int,
     keys: list[Any] | None = None,
+    *,
+    copy: bool = True,
 ) -> torch.Tensor:
     """`attack` applied to the Byzantine rows of `rows` `[m, d]` in round `round_index`.
+
+    With `copy=False` the Byzantine rows are rewritten in place (a fresh `rows` the caller owns).
 
     An attack that reads only its own row runs row by row with the generator
     `(seed, "attack", round, key)`, where the key is the client (a row per client) or the edge
@@ -271,7 +275,7 @@ def corrupt(
         return rows
     if getattr(attack, "omniscient", False):
         return attack(rows, byzantine, generator=generator(seed, "attack", round_index))
-    out = rows.clone()
+    out = rows.clone() if copy else rows
     own = torch.ones(1, dtype=torch.bool)
     for row in byzantine.nonzero().flatten().tolist():
         key = row if keys is None else keys[row]
@@ -443,6 +447,7 @@ def _decentralized_round(setup, algorithm, state, data, attack, target, byzantin
             setup.config.seed,
             round_index,
             setup.edge_keys,
+            copy=False,
         )
     else:
         messages = transmit(

@@ -149,9 +149,8 @@ class DSGD:
         if self.robust is not None:
             return DSGDState(self._robust_combine(state.x, messages, accepted, generator))
         weights = self.edge_weights.to(state.x.dtype) * accepted.to(state.x.dtype)
-        safe = torch.where(accepted.unsqueeze(1), messages, torch.zeros((), dtype=messages.dtype))
-        incoming = torch.zeros_like(state.x).index_add_(
-            0, self.edges.dst, safe * weights.unsqueeze(1)
+        incoming = pdmm.weighted_edge_sum(
+            messages, self.edges.dst, weights, self.edges.num_nodes, keep=accepted
         )
         received_weight = torch.zeros(self.edges.num_nodes, dtype=state.x.dtype).index_add_(
             0, self.edges.dst, weights
