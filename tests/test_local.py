@@ -1,0 +1,188 @@
+"""The local solver: every execution path takes the same SGD steps on the same batches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fedpdmm.local import ClientData, batch_positions, evaluate, linear_relu_layers, train
+from fedpdmm.models import FlatModel
+from fedpdmm.seeding import generator
+
+CLIENTS = 4
+CLASSES = 3
+SHAPE = (1, 8, 8)
+MODELS = {"logreg": (), "mlp": (12, 7), "cnn": ()}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: these tiny problems run slower (and erratically) on a busy machine with
+    more."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def toy_data(samples: int = 80, seed: int = 0) -> ClientData:
+    gen = generator(seed, "toy")
+    features = torch.randn(samples, *SHAPE, generator=gen)
+    labels = torch.randint(CLASSES, (samples,), generator=gen)
+    parts = list(torch.randperm(samples, generator=gen).tensor_split(CLIENTS))
+    return ClientData.from_parts(features, labels, parts)
+
+
+def build(name: str) -> FlatModel:
+    return FlatModel.build(name, SHAPE, CLASSES, MODELS[name] or (200,))
+
+
+def problem(model: FlatModel, dtype: torch.dtype = torch.float32):
+    start = torch.stack([model.init(generator(0, "init", k)) for k in range(CLIENTS)]).to(dtype)
+    center = torch.stack([model.init(generator(0, "center", k)) for k in range(CLIENTS)]).to(dtype)
+    rho = torch.tensor([0.0, 0.5, 2.0, 4.0], dtype=dtype)
+    return start, center, rho
+
+
+def naive_float64(model, start, data, clients, round_index, *, steps, batch_size, lr, center, rho):
+    """Client after client, step after step, with autograd in float64."""
+    positions = batch_positions(data, clients, round_index, steps, batch_size, seed=0)
+    rows = []
+    for row, x in enumerate(start.double()):
+        for step in range(steps):
+            batch = positions[row, step]
+            inputs = data.features[data.sample_index[batch]].double()
+            x = x.detach().requires_grad_(True)
+            (gradient,) = torch.autograd.grad(model.loss(x, inputs, data.labels[batch]), x)
+            pull = rho[row] * (x - center[row].double()) if center is not None else 0.0
+            x = x - lr * (gradient + pull)
+        rows.append(x.detach())
+    return torch.stack(rows)
+
+
+def modes_of(name: str) -> list[str]:
+    return ["auto", "vmap", "loop"] + (["fused"] if name != "cnn" else [])
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("prox", [False, True])
+def test_every_path_equals_a_naive_float64_loop(name: str, prox: bool) -> None:
+    model, data = build(name), toy_data()
+    start, center, rho = problem(model)
+    clients = torch.arange(CLIENTS)
+    kwargs = dict(steps=3, batch_size=5, lr=0.1)
+    prox_terms = dict(center=center, rho=rho) if prox else dict(center=None, rho=0.0)
+    expected = naive_float64(model, start, data, clients, 2, **kwargs, **prox_terms)
+    assert (expected - start.double()).abs().max() > 1e-2
+    for mode in modes_of(name):
+        got = train(model, start, data, clients, 2, seed=0, mode=mode, **kwargs, **prox_terms)
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got.double(), expected, atol=2e-5, rtol=1e-5, msg=mode)
+
+
+@pytest.mark.parametrize("name", ["logreg", "mlp"])
+def test_fused_path_equals_vmap_in_float64(name: str) -> None:
+    model, data = build(name), toy_data()
+    start, center, rho = problem(model, torch.float64)
+    clients = torch.arange(CLIENTS)
+    kwargs = dict(steps=4, batch_size=6, lr=0.2, seed=1, center=center, rho=rho)
+    fused = train(model, start, data, clients, 1, mode="fused", **kwargs)
+    vmapped = train(model, start, data, clients, 1, mode="vmap", **kwargs)
+    torch.testing.assert_close(fused, vmapped, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_a_client_alone_trains_as_its_row_among_all(name: str) -> None:
+    model, data = build(name), toy_data()
+    start, center, rho = problem(model)
+    kwargs = dict(steps=3, batch_size=4, lr=0.1, seed=5)
+    together = train(model, start, data, torch.arange(CLIENTS), 3, center=center, rho=rho, **kwargs)
+    alone = train(
+        model, start[3:], data, torch.tensor([3]), 3, center=center[3:], rho=rho[3:], **kwargs
+    )
+    torch.testing.assert_close(alone[0], together[3], atol=1e-6, rtol=1e-6)
+
+
+def test_batches_depend_only_on_seed_client_and_round() -> None:
+    data = toy_data()
+    everyone = batch_positions(data, torch.arange(CLIENTS), 7, steps=3, batch_size=5, seed=1)
+    alone = batch_positions(data, torch.tensor([3]), 7, steps=3, batch_size=5, seed=1)
+    assert everyone.shape == (CLIENTS, 3, 5)
+    assert torch.equal(alone[0], everyone[3])
+    for client in range(CLIENTS):
+        start, size = int(data.offsets[client]), int(data.sizes[client])
+        assert bool(((everyone[client] >= start) & (everyone[client] < start + size)).all())
+    other_round = batch_positions(data, torch.tensor([3]), 8, steps=3, batch_size=5, seed=1)
+    other_seed = batch_positions(data, torch.tensor([3]), 7, steps=3, batch_size=5, seed=2)
+    assert not torch.equal(other_round, alone)
+    assert not torch.equal(other_seed, alone)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_a_few_steps_lower_the_loss_on_a_separable_problem(name: str) -> None:
+    gen = generator(0, "separable")
+    labels = torch.arange(120) % CLASSES
+    features = torch.randn(120, *SHAPE, generator=gen) * 0.1
+    features[:, 0, :2, :] += 3.0 * (labels.view(-1, 1, 1) == 0)
+    features[:, 0, 2:4, :] += 3.0 * (labels.view(-1, 1, 1) == 1)
+    features[:, 0, 4:6, :] += 3.0 * (labels.view(-1, 1, 1) == 2)
+    data = ClientData.from_parts(features, labels, list(torch.arange(120).tensor_split(CLIENTS)))
+    model = build(name)
+    start = model.init(generator(0, "init")).expand(CLIENTS, -1)
+    trained = train(
+        model, start, data, torch.arange(CLIENTS), 1, steps=15, batch_size=16, lr=0.1, seed=0
+    )
+    _, before = evaluate(model, start, features, labels)
+    _, after = evaluate(model, trained, features, labels)
+    assert bool((after < 0.7 * before).all()), (before, after)
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_a_large_rho_pulls_to_the_center_and_zero_rho_ignores_it(name: str) -> None:
+    model, data = build(name), toy_data()
+    start, center, _ = problem(model)
+    rho = torch.tensor([0.0, 0.0, 45.0, 45.0])
+    kwargs = dict(steps=25, batch_size=4, lr=0.02, seed=0)
+    clients = torch.arange(CLIENTS)
+    pulled = train(model, start, data, clients, 1, center=center, rho=rho, **kwargs)
+    free = train(model, start, data, clients, 1, **kwargs)
+    torch.testing.assert_close(pulled[:2], free[:2], atol=1e-6, rtol=1e-6)
+    distance = (pulled[2:] - center[2:]).norm(dim=1)
+    assert bool((distance < 0.05 * (start[2:] - center[2:]).norm(dim=1)).all()), distance
+
+
+def test_evaluate_equals_a_plain_loop_over_models() -> None:
+    model, data = build("mlp"), toy_data()
+    params, _, _ = problem(model)
+    params[2, 5] = float("nan")
+    inputs, labels = data.features[:50], data.labels[:50]
+    accuracy, loss = evaluate(model, params, inputs, labels, chunk=7, models_per_chunk=3)
+    for row in (0, 1, 3):
+        logits = model.logits(params[row].double(), inputs.double())
+        expected_accuracy = (logits.argmax(-1) == labels).double().mean()
+        assert float(accuracy[row]) == pytest.approx(float(expected_accuracy), abs=1e-12)
+        expected_loss = F.cross_entropy(logits, labels)
+        assert float(loss[row]) == pytest.approx(float(expected_loss), rel=1e-5)
+    assert torch.isnan(accuracy[2]) and torch.isnan(loss[2])
+
+
+def test_linear_relu_layers_finds_the_stacks_and_rejects_the_cnn() -> None:
+    mlp = linear_relu_layers(build("mlp"))
+    assert mlp is not None and [layer.shape for layer in mlp] == [(12, 64), (7, 12), (3, 7)]
+    logreg = linear_relu_layers(build("logreg"))
+    assert logreg is not None and [layer.shape for layer in logreg] == [(3, 64)]
+    assert linear_relu_layers(build("cnn")) is None
+
+
+def test_bad_arguments_name_the_value() -> None:
+    model, data = build("cnn"), toy_data()
+    start, center, _ = problem(model)
+    clients = torch.arange(CLIENTS)
+    kwargs = dict(steps=1, batch_size=2, lr=0.1, seed=0)
+    with pytest.raises(ValueError, match=r"mode='fast' .* auto, fused, vmap, loop"):
+        train(model, start, data, clients, 1, mode="fast", **kwargs)
+    with pytest.raises(ValueError, match="mode='fused' needs a Linear/ReLU model"):
+        train(model, start, data, clients, 1, mode="fused", **kwargs)
+    with pytest.raises(ValueError, match="rho has 3 values for 4 clients"):
+        train(model, start, data, clients, 1, center=center, rho=torch.ones(3), **kwargs)
