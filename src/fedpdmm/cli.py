@@ -140,6 +140,15 @@ def list_(
             print(f"{name}: {', '.join(values)}")
 
 
+def _register_experiment_commands() -> None:
+    from fedpdmm import cli_experiments
+
+    cli_experiments.register(app)
+
+
+_register_experiment_commands()
+
+
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"warning: {message}\n"
 

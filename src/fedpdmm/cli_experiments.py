@@ -1,0 +1,186 @@
+"""The `sweep`, `report` and `reproduce` commands (registered on `fedpdmm.cli.app`)."""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from fedpdmm import config as config_module
+from fedpdmm.errors import FedpdmmError
+
+console = Console(stderr=True)
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "ETA -"
+    return "ETA " + time.strftime("%H:%M:%S", time.gmtime(max(0.0, seconds)))
+
+
+def _progress(quiet: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description:<28}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("runs  running {task.fields[running]}  failed {task.fields[failed]}"),
+        TextColumn("{task.fields[eta]}"),
+        console=console,
+        disable=quiet,
+    )
+
+
+class _Display:
+    """Feeds `sweep.SweepStatus` updates to one rich task per sweep name."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[str, int] = {}
+
+    def __call__(self, name: str, status) -> None:
+        if name not in self.tasks:
+            self.tasks[name] = self.progress.add_task(
+                name, total=status.total, running=0, failed=0, eta=_eta(None)
+            )
+        self.progress.update(
+            self.tasks[name],
+            completed=status.done + status.failed,
+            running=status.running,
+            failed=status.failed,
+            eta=_eta(status.eta_s) if status.running else "",
+        )
+
+
+def _print_failures(failed: dict[str, str]) -> None:
+    for name, error in failed.items():
+        console.print(f"[red]failed[/red] {name}: {error}", highlight=False)
+
+
+def sweep(
+    config_path: Annotated[
+        Path, typer.Argument(metavar="CONFIG", help="Base config: a TOML file or a preset name.")
+    ],
+    out: Annotated[Path, typer.Option(help="Sweep directory (rerun the same command to resume).")],
+    grid: Annotated[
+        list[str] | None,
+        typer.Option(help="An axis: --grid local.lr=0.01,0.05 (TOML values; repeat for more)."),
+    ] = None,
+    seeds: Annotated[
+        int | None, typer.Option(min=1, help="Add a seed axis: config seed + 0 .. N-1.")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a base config key: --set rounds=20."),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Worker processes (default: one per core).")
+    ] = None,
+    data_dir: Annotated[
+        str | None, typer.Option(help="Folder holding the datasets (overrides FEDPDMM_DATA).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
+) -> None:
+    """Run the cartesian product of the grid axes, one run directory per point; resumable."""
+    from fedpdmm import sweep as sweep_module
+
+    base = config_module.load(config_path, set_ or [])
+    plan = sweep_module.plan(base, sweep_module.parse_grid(grid or []), seeds)
+    with _progress(quiet) as progress:
+        display = _Display(progress)
+        outcome = sweep_module.run_sweep(
+            plan,
+            out,
+            workers=workers,
+            data_dir=data_dir,
+            progress=lambda status: display(out.name, status),
+        )
+    _print_failures(outcome.failed)
+    console.print(
+        f"{len(outcome.finished)} runs finished, {len(outcome.skipped)} already done, "
+        f"{len(outcome.failed)} failed; index in {out / sweep_module.INDEX_FILE}"
+        + (" (rerun the same command to retry the failed runs)" if outcome.failed else "")
+    )
+
+
+def report(
+    source: Annotated[Path, typer.Argument(metavar="DIR", help="A sweep or run directory.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Report directory (default: DIR/report).")
+    ] = None,
+) -> None:
+    """Tables and plots from saved results (nothing is retrained): report.md and report.html."""
+    from fedpdmm import report as report_module
+
+    written = report_module.write_report(source, out)
+    console.print(f"report in {written}/ (report.md, report.html, PNGs)")
+
+
+class Reproduction(StrEnum):
+    paper = "paper"
+    robust = "robust"
+
+
+def reproduce(
+    which: Annotated[Reproduction, typer.Argument(help="paper | robust")],
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Fewer rounds and seeds (minutes, not hours).")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="Output directory (default: results/reproduce-<which>).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Worker processes (default: one per core).")
+    ] = None,
+    data_dir: Annotated[
+        str | None, typer.Option(help="Folder holding the datasets (overrides FEDPDMM_DATA).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
+) -> None:
+    """Run the paper's experiment grid (or the robust comparison) and write its report."""
+    from fedpdmm import reproduce as reproduce_module
+
+    name = which.value
+    out = out or Path("results") / f"reproduce-{name}{'-quick' if quick else ''}"
+    if name == "paper":
+        experiments = reproduce_module.paper_experiments(quick)
+    else:
+        experiments = reproduce_module.robust_experiments(quick)
+    with _progress(quiet) as progress:
+        outcomes = reproduce_module.run_experiments(
+            experiments, out, workers=workers, data_dir=data_dir, progress=_Display(progress)
+        )
+    for outcome in outcomes.values():
+        _print_failures(outcome.failed)
+    if name == "paper":
+        written, claims = reproduce_module.write_paper_report(experiments, out, quick=quick)
+        _print_claims(claims)
+    else:
+        written = reproduce_module.write_robust_report(experiments, out)
+    failed = sum(len(o.failed) for o in outcomes.values())
+    if failed:
+        console.print(f"{failed} runs failed; rerun the same command to retry them")
+    console.print(f"report in {written}/ (report.md, report.html)")
+
+
+def _print_claims(rows: list[list[str]]) -> None:
+    if len(rows) < 2:
+        raise FedpdmmError("no claim could be measured: the claims sweeps have no finished runs")
+    table = Table(title="paper claims beside fedpdmm's measurements")
+    for column in rows[0]:
+        table.add_column(column)
+    for row in rows[1:]:
+        table.add_row(*row)
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `sweep`, `report` and `reproduce` to the `fedpdmm` app."""
+    app.command()(sweep)
+    app.command()(report)
+    app.command()(reproduce)
