@@ -4,43 +4,31 @@ solvers on strongly convex quadratics f_i(x) = 0.5 (x - a_i)^T Q_i (x - a_i), in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import networkx as nx
 import pytest
 import torch
+from quadratics import quadratics as _quadratics
 
 from fedpdmm import pdmm
 from fedpdmm.algorithms import FedAvg, LocalProblem, PDMMStar
 from fedpdmm.seeding import generator
+
+
+def quadratics(n: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return _quadratics(n, dim, seed, "algorithm-quadratics")
+
 
 N = 6
 DIM = 4
 LocalSolver = Callable[[LocalProblem], torch.Tensor]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Tiny linear algebra runs fastest on one thread (no contention with parallel jobs)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ---------------------------------------------------------------------------------------------
 # Quadratics and exact local solvers
 # ---------------------------------------------------------------------------------------------
-
-
-def quadratics(n: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random SPD Q [n, dim, dim] (eigenvalues >= 0.5) and centers a [n, dim], float64."""
-    gen = generator(seed, "algorithm-quadratics")
-    b = torch.randn(n, dim, dim, generator=gen, dtype=torch.float64)
-    q = b @ b.transpose(1, 2) / dim + 0.5 * torch.eye(dim, dtype=torch.float64)
-    a = torch.randn(n, dim, generator=gen, dtype=torch.float64)
-    return q, a
 
 
 def consensus_optimum(q: torch.Tensor, a: torch.Tensor) -> torch.Tensor:

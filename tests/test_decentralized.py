@@ -5,6 +5,8 @@ from __future__ import annotations
 import networkx as nx
 import pytest
 import torch
+from quadratics import all_prox, consensus_optimum
+from quadratics import quadratics as _quadratics
 
 from fedpdmm import config as config_module
 from fedpdmm import engine, pdmm, topology
@@ -14,20 +16,8 @@ from fedpdmm.errors import ConfigError
 
 
 def quadratics(n: int, dim: int, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    factors = torch.randn(n, dim, dim, generator=gen, dtype=torch.float64)
-    q = factors @ factors.transpose(1, 2) / dim + 0.5 * torch.eye(dim, dtype=torch.float64)
-    a = torch.randn(n, dim, generator=gen, dtype=torch.float64)
-    optimum = torch.linalg.solve(q.sum(0), (q @ a.unsqueeze(-1)).sum(0)).squeeze(-1)
-    return q, a, optimum
-
-
-def exact_prox(q, a, center, rho):
-    """argmin 0.5 (x - a_i)^T Q_i (x - a_i) + (rho_i / 2) ||x - center_i||^2 for every node."""
-    eye = torch.eye(q.shape[1], dtype=q.dtype)
-    lhs = q + rho.view(-1, 1, 1) * eye
-    rhs = (q @ a.unsqueeze(-1)).squeeze(-1) + rho.view(-1, 1) * center
-    return torch.linalg.solve(lhs, rhs)
+    q, a = _quadratics(n, dim, seed)
+    return q, a, consensus_optimum(q, a)
 
 
 @pytest.mark.parametrize("theta", [1.0, 0.5])
@@ -41,7 +31,7 @@ def test_graph_pdmm_protocol_reaches_the_consensus_optimum(name: str, theta: flo
     accepted = torch.ones(edges.num_directed_edges, dtype=torch.bool)
     for _ in range(800):
         problem = algorithm.local_problem(state)
-        trained = exact_prox(q, a, problem.center, problem.rho)
+        trained = all_prox(q, a, problem.center, problem.rho)
         state = algorithm.finish(state, trained)
         state = algorithm.combine(state, algorithm.encode_nodes(state, trained), accepted)
     error = (state.x - optimum).norm(dim=1).max() / optimum.norm()
@@ -57,12 +47,12 @@ def test_graph_pdmm_protocol_equals_the_generic_solver() -> None:
     accepted = torch.ones(edges.num_directed_edges, dtype=torch.bool)
     for _ in range(25):
         problem = algorithm.local_problem(state)
-        trained = exact_prox(q, a, problem.center, problem.rho)
+        trained = all_prox(q, a, problem.center, problem.rho)
         state = algorithm.finish(state, trained)
         state = algorithm.combine(state, algorithm.encode_nodes(state, trained), accepted)
 
     def prox(i, v, rho):
-        return exact_prox(
+        return all_prox(
             q[i : i + 1], a[i : i + 1], v.unsqueeze(0), torch.tensor([rho], dtype=torch.float64)
         )[0]
 

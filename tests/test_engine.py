@@ -4,7 +4,6 @@ loop records (dropped messages, divergence, data attacks), determinism, and lear
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
@@ -21,15 +20,6 @@ SEED = 0
 ROUND = 3
 N, DIM = 5, 4
 BYZANTINE = torch.tensor([False, True, False, False, True])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Small models run fastest, and reproducibly timed, on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def digits_config(*overrides: str) -> config.Config:

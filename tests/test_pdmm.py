@@ -6,6 +6,7 @@ from __future__ import annotations
 import networkx as nx
 import pytest
 import torch
+from quadratics import consensus_optimum, quadratic_prox, quadratics
 
 from fedpdmm import pdmm, topology
 from fedpdmm.errors import ConfigError, NonFiniteError
@@ -17,26 +18,6 @@ DIM = 5
 # ---------------------------------------------------------------------------------------------
 # Quadratic losses f_i(x) = 0.5 (x - a_i)^T Q_i (x - a_i) with closed-form prox and optimum
 # ---------------------------------------------------------------------------------------------
-
-
-def quadratics(n: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random SPD Q [n, dim, dim] (eigenvalues >= 0.5) and centers a [n, dim], float64."""
-    gen = generator(seed, "quadratics")
-    b = torch.randn(n, dim, dim, generator=gen, dtype=torch.float64)
-    q = b @ b.transpose(1, 2) / dim + 0.5 * torch.eye(dim, dtype=torch.float64)
-    a = torch.randn(n, dim, generator=gen, dtype=torch.float64)
-    return q, a
-
-
-def quadratic_prox(q: torch.Tensor, a: torch.Tensor, i: int, v: torch.Tensor, rho: float):
-    """prox_{f_i, rho}(v) = (Q_i + rho I)^{-1} (Q_i a_i + rho v)."""
-    eye = torch.eye(q.shape[1], dtype=q.dtype)
-    return torch.linalg.solve(q[i] + rho * eye, q[i] @ a[i] + rho * v)
-
-
-def consensus_optimum(q: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """argmin_x sum_i f_i(x) = (sum_i Q_i)^{-1} sum_i Q_i a_i."""
-    return torch.linalg.solve(q.sum(0), (q @ a.unsqueeze(2)).sum(0).squeeze(1))
 
 
 def batched_prox(q: torch.Tensor, a: torch.Tensor):

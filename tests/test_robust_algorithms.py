@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from quadratics import all_prox, consensus_optimum
+from quadratics import quadratics as _quadratics
 
 from fedpdmm import aggregators, engine, topology
 from fedpdmm import config as config_module
@@ -13,19 +15,8 @@ from fedpdmm.errors import ConfigError
 
 
 def quadratics(n: int, dim: int, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    factors = torch.randn(n, dim, dim, generator=gen, dtype=torch.float64)
-    q = factors @ factors.transpose(1, 2) / dim + 0.5 * torch.eye(dim, dtype=torch.float64)
-    a = torch.randn(n, dim, generator=gen, dtype=torch.float64)
-    optimum = torch.linalg.solve(q.sum(0), (q @ a.unsqueeze(-1)).sum(0)).squeeze(-1)
-    return q, a, optimum
-
-
-def exact_prox(q, a, center, rho):
-    rho = torch.as_tensor(rho, dtype=q.dtype).expand(q.shape[0])
-    lhs = q + rho.view(-1, 1, 1) * torch.eye(q.shape[1], dtype=q.dtype)
-    rhs = (q @ a.unsqueeze(-1)).squeeze(-1) + rho.view(-1, 1) * center
-    return torch.linalg.solve(lhs, rhs)
+    q, a = _quadratics(n, dim, seed)
+    return q, a, consensus_optimum(q, a)
 
 
 # trimmed_mean with f = 0 is the mean computed by the robust path (it is not `is_plain_mean`)
@@ -37,7 +28,7 @@ def run_pdmm_star(algorithm: PDMMStar, q, a, rounds: int) -> torch.Tensor:
     accepted = torch.ones(algorithm.num_clients, dtype=torch.bool)
     for _ in range(rounds):
         clients, problem = algorithm.receive(clients, algorithm.downlink(server))
-        trained = exact_prox(q, a, problem.center, problem.rho)
+        trained = all_prox(q, a, problem.center, problem.rho)
         clients = algorithm.finish(clients, trained)
         server = algorithm.update(server, algorithm.encode(clients, trained), accepted)
     return algorithm.global_model(server)
@@ -75,7 +66,7 @@ def test_robust_graph_pdmm_with_the_mean_is_graph_pdmm() -> None:
         accepted = torch.ones(edges.num_directed_edges, dtype=torch.bool)
         for _ in range(400):
             problem = algorithm.local_problem(state)
-            trained = exact_prox(q, a, problem.center, problem.rho)
+            trained = all_prox(q, a, problem.center, problem.rho)
             state = algorithm.finish(state, trained)
             state = algorithm.combine(state, algorithm.encode_nodes(state, trained), accepted)
         results.append(state.x)
