@@ -142,8 +142,10 @@ def list_(
 
 def _register_experiment_commands() -> None:
     from fedpdmm import cli_experiments
+    from fedpdmm.flower.cli import flower_app
 
     cli_experiments.register(app)
+    app.add_typer(flower_app, name="flower")
 
 
 _register_experiment_commands()

@@ -1,0 +1,170 @@
+"""One node's side of a round: the engine's client steps on the node's own single row.
+
+A node holds only its own partition. `ClientData` keeps the engine's layout (every client's offset
+and size) with the other clients' sizes set to zero, so `fedpdmm.local.train` with
+`clients=[partition]` draws exactly the simulator's batches (they depend on seed, client, round).
+What a node sends goes through `fedpdmm.engine.transmit` with the key `partition`, so the attack
+noise comes from `generator(seed, "attack", round, partition)`, the simulator's stream for that
+client.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+
+from fedpdmm import engine, seeding
+from fedpdmm.config import Config
+from fedpdmm.flower.settings import NodeRole
+from fedpdmm.local import ClientData, train
+from fedpdmm.models import FlatModel
+
+
+@dataclass(frozen=True)
+class RoundRequest:
+    """What the server sends a node for one round of one algorithm x attack x target."""
+
+    combination: int
+    algorithm: str
+    attack: str
+    target: str
+    round: int
+    downlink: torch.Tensor  # [d] this client's row of `algorithm.downlink(server)`
+    reset: bool  # start the client state afresh (first round, or rejoining after a dropout)
+    send_model: bool  # also return the client's model (for the server's honest-client metrics)
+
+
+@dataclass(frozen=True)
+class RoundReply:
+    """What a node returns: its transmitted message `[d]`, optionally its model `[d]`."""
+
+    message: Any
+    model: Any = None
+    seconds: float = 0.0  # time the node spent in `client_round`
+
+
+@dataclass(frozen=True)
+class LocalData:
+    """A node's own training samples `features [m, ...]`, `labels [m]`, and dataset facts."""
+
+    features: torch.Tensor
+    labels: torch.Tensor
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+
+def local_data_from_setup(setup: engine.Setup, partition: int) -> LocalData:
+    """Cut partition `partition` out of a full engine setup (same sample order as the simulator)."""
+    index = setup.parts[partition]
+    return LocalData(
+        features=setup.dataset.x_train[index].contiguous(),
+        labels=setup.dataset.y_train[index].contiguous(),
+        input_shape=tuple(setup.dataset.input_shape),
+        num_classes=setup.dataset.num_classes,
+    )
+
+
+def load_local_data(config: Config, role: NodeRole) -> LocalData:
+    """Load the dataset and partition exactly as `fedpdmm run` does; keep this node's part."""
+    return local_data_from_setup(engine.build_setup(config, role.data_dir), role.partition)
+
+
+def client_data(local: LocalData, partition: int, num_clients: int) -> ClientData:
+    """The engine's `ClientData` layout in which only `partition` owns samples."""
+    sizes = torch.zeros(num_clients, dtype=torch.int64)
+    sizes[partition] = len(local.labels)
+    return ClientData(
+        features=local.features,
+        sample_index=torch.arange(len(local.labels)),
+        labels=local.labels,
+        offsets=torch.zeros(num_clients, dtype=torch.int64),
+        sizes=sizes,
+    )
+
+
+def build_model(config: Config, local: LocalData) -> FlatModel:
+    return FlatModel.build(
+        config.model.name, local.input_shape, local.num_classes, config.model.hidden
+    )
+
+
+def node_setup(
+    config: Config, model: FlatModel, data: ClientData, x0: torch.Tensor
+) -> engine.Setup:
+    """An engine `Setup` holding what a node has (its data, the model), enough to build the
+    algorithm whose client steps it runs; the Byzantine count only sizes the server's rule."""
+    n = config.data.num_clients
+    return engine.Setup(
+        config=config,
+        dataset=None,
+        parts=[],
+        client_data=data,
+        model=model,
+        x0=x0,
+        byzantine=torch.arange(n) < config.num_byzantine,
+        train_eval_index=torch.empty(0, dtype=torch.int64),
+        histogram=torch.empty(0),
+    )
+
+
+def client_round(
+    config: Config,
+    role: NodeRole,
+    local: LocalData,
+    request: RoundRequest,
+    state: dict[str, torch.Tensor] | None,
+) -> tuple[dict[str, torch.Tensor], RoundReply]:
+    """Run one round on this node: receive, K local SGD steps, finish, transmit.
+
+    `state` holds the client's algorithm state (`x`, and `z` for PDMM) as `[1, d]` tensors from the
+    previous round of the same combination; None (or `request.reset`) starts from round 0's state.
+    """
+    began = time.perf_counter()
+    n, partition = config.data.num_clients, role.partition
+    model = build_model(config, local)
+    data = client_data(local, partition, n)
+    x0 = model.init(seeding.generator(config.seed, "model-init"))
+    algorithm = engine.build_algorithm(request.algorithm, node_setup(config, model, data, x0))
+    attack = engine.build_attack(request.attack, config, getattr(algorithm, "robust", None))
+    byzantine = role.byzantine and request.attack != "none"
+    own = torch.tensor([partition])
+    if byzantine and getattr(attack, "data_attack", False):
+        data = data.with_labels(own, partial(attack.flip_labels, num_classes=local.num_classes))
+    initial = algorithm.init(x0)[1]
+    if state is None or request.reset:
+        clients = type(initial)(*(field[partition : partition + 1] for field in initial))
+    else:
+        clients = type(initial)(**state)
+    clients, problem = algorithm.receive(clients, request.downlink.reshape(1, -1))
+    trained = train(
+        model,
+        problem.start,
+        data,
+        own,
+        request.round,
+        steps=config.local.steps,
+        batch_size=config.local.batch_size,
+        lr=config.local.lr,
+        seed=config.seed,
+        center=problem.center,
+        rho=problem.rho,
+    )
+    clients = algorithm.finish(clients, trained)
+    message = engine.transmit(
+        attack,
+        request.target,
+        partial(algorithm.encode, clients),
+        problem.start,
+        trained,
+        torch.tensor([byzantine]),
+        config.seed,
+        request.round,
+        keys=[partition],
+    )
+    model_row = algorithm.client_models(clients)[0] if request.send_model else None
+    reply = RoundReply(message[0], model_row, time.perf_counter() - began)
+    return dict(clients._asdict()), reply

@@ -1,0 +1,344 @@
+"""A local federation for trying the app out: one SuperLink and N SuperNodes on 127.0.0.1.
+
+    with LocalFederation(nodes=4, workdir=tmp) as federation:   # starts the processes
+        federation.run(config, out=Path("runs/x"))              # flwr run ... --stream
+    # every process started here (and every child they spawned) is stopped on exit
+
+Everything runs in insecure mode on free loopback ports, with a private FLWR_HOME, telemetry and
+update checks off and runtime dependency installation disabled (the app runs in this Python
+environment). SuperNodes start `flwr-clientapp` children that outlive them when they are stopped,
+so each process is started in its own process group and the whole group is killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from fedpdmm import engine
+from fedpdmm.config import Config
+from fedpdmm.errors import ConfigError, FedpdmmError
+from fedpdmm.flower.settings import check_deployable, run_config_for
+
+FEDERATION = "local-deploy"
+APP_PYPROJECT = """\
+[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "fedpdmm-flower"
+version = "1.0.0"
+description = "fedpdmm's PDMM, FedAvg and attacks as a Flower app"
+license = "MIT"
+dependencies = []
+
+[tool.hatch.build.targets.wheel]
+packages = ["."]
+
+[tool.flwr.app]
+publisher = "fedpdmm"
+
+[tool.flwr.app.components]
+serverapp = "fedpdmm.flower.server_app:app"
+clientapp = "fedpdmm.flower.client_app:app"
+
+[tool.flwr.app.config]
+fedpdmm-config = ""
+out-dir = ""
+data-dir = ""
+round-timeout = 60.0
+discovery-timeout = 120.0
+byzantine-partitions = ""
+"""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def write_app(folder: Path) -> Path:
+    """The Flower app directory `flwr run` bundles: a pyproject.toml naming fedpdmm's apps."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pyproject.toml").write_text(APP_PYPROJECT)
+    (folder / "fedpdmm_flower_app.py").write_text('"""fedpdmm.flower.server_app / client_app."""\n')
+    return folder
+
+
+def flower_environment(home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        FLWR_HOME=str(home),
+        FLWR_TELEMETRY_ENABLED="0",
+        FLWR_DISABLE_UPDATE_CHECK="1",
+        PYTHONUNBUFFERED="1",
+        OMP_NUM_THREADS="1",
+    )
+    return env
+
+
+def flower_tool(name: str) -> str:
+    """The path of a Flower console script installed beside this Python."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+class LocalFederation:
+    """A SuperLink and `nodes` SuperNodes on 127.0.0.1; a context manager that stops them all."""
+
+    def __init__(
+        self,
+        nodes: int,
+        workdir: Path | None = None,
+        byzantine: frozenset[int] = frozenset(),
+        data_dir: str | None = None,
+        simulation: bool = False,
+    ) -> None:
+        if nodes < 1:
+            raise FedpdmmError(f"--nodes must be at least 1, got {nodes}")
+        self.nodes = nodes
+        self.byzantine = byzantine
+        self.data_dir = data_dir
+        self._tempdir = None if workdir else tempfile.TemporaryDirectory(prefix="fedpdmm-flower-")
+        self.workdir = Path(workdir or self._tempdir.name).absolute()
+        self.home = self.workdir / "flwr-home"
+        self.env = flower_environment(self.home)
+        self.port = free_port()
+        self.simulation = simulation
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def _start(self, name: str, command: list[str]) -> subprocess.Popen:
+        log = (self.workdir / f"{name}.log").open("wb")
+        process = subprocess.Popen(
+            command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        self.processes[name] = process
+        return process
+
+    def start(self) -> LocalFederation:
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "config.toml").write_text(
+            f'[superlink]\ndefault = "{FEDERATION}"\n\n[superlink.{FEDERATION}]\n'
+            f'address = "127.0.0.1:{self.port}"\ninsecure = true\n'
+        )
+        self._start(
+            "superlink",
+            [
+                flower_tool("flower-superlink"),
+                "--insecure",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--disable-runtime-dependency-installation",
+                *(["--simulation", "--isolation", "subprocess"] if self.simulation else []),
+            ],
+        )
+        self.wait_for_port(self.port, 60)
+        if not self.simulation:
+            for partition in range(self.nodes):
+                self.start_node(partition)
+        return self
+
+    def node_config(self, partition: int) -> str:
+        role = "true" if partition in self.byzantine else "false"
+        config = f"partition-id={partition} byzantine={role}"
+        if self.data_dir:
+            config += f' data-dir="{Path(self.data_dir).absolute()}"'
+        return config
+
+    def start_node(self, partition: int) -> subprocess.Popen:
+        """Start (or restart) the SuperNode serving `partition`."""
+        return self._start(
+            f"supernode-{partition}",
+            [
+                flower_tool("flower-supernode"),
+                "--insecure",
+                "--superlink",
+                f"127.0.0.1:{self.port}",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(free_port()),
+                "--node-config",
+                self.node_config(partition),
+            ],
+        )
+
+    def kill_node(self, partition: int) -> None:
+        """SIGKILL the SuperNode of `partition` and its children (a crash, not a shutdown)."""
+        _kill_group(self.processes.pop(f"supernode-{partition}"), signal.SIGKILL)
+
+    def wait_for_port(self, port: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            superlink = self.processes["superlink"]
+            if superlink.poll() is not None:
+                raise FedpdmmError(
+                    f"flower-superlink exited with code {superlink.returncode}; see "
+                    f"{self.workdir / 'superlink.log'}"
+                )
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+                return
+            time.sleep(0.1)
+        raise FedpdmmError(f"flower-superlink did not open port {port} within {timeout:g} s")
+
+    def start_run(
+        self,
+        config: Config,
+        out: Path,
+        *,
+        round_timeout: float = 60.0,
+        discovery_timeout: float = 120.0,
+    ) -> subprocess.Popen:
+        """Start `flwr run` of the app on this federation (the ServerApp writes `out`)."""
+        check_deployable(config)
+        run_config = run_config_for(
+            config,
+            out_dir=Path(out),
+            data_dir=self.data_dir,
+            round_timeout=round_timeout,
+            discovery_timeout=discovery_timeout,
+        )
+        if self.simulation and self.byzantine:
+            run_config["byzantine-partitions"] = ",".join(map(str, sorted(self.byzantine)))
+        run_toml = self.workdir / "run-config.toml"
+        run_toml.write_text("".join(f"{k} = {_toml_string(v)}\n" for k, v in run_config.items()))
+        app = write_app(self.workdir / "app")
+        command = [
+            flower_tool("flwr"),
+            "run",
+            str(app),
+            FEDERATION,
+            "--run-config",
+            str(run_toml),
+            "--stream",
+            *(["--federation-config", f"num-supernodes={self.nodes}"] if self.simulation else []),
+        ]
+        with self.run_log.open("wb") as log:
+            process = subprocess.Popen(
+                command,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.processes[f"flwr-run-{len(self.processes)}"] = process
+        return process
+
+    @property
+    def run_log(self) -> Path:
+        return self.workdir / "flwr-run.log"
+
+    def finish_run(
+        self, process: subprocess.Popen, out: Path, timeout: float | None = None
+    ) -> Path:
+        """Wait for a started run; the run directory, or an error quoting `flwr run`'s output."""
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise FedpdmmError(f"the Flower run did not finish within {timeout:g} s") from None
+        if not (Path(out) / "metrics.csv").exists():
+            lines = self.run_log.read_text(errors="replace").splitlines()
+            said = " | ".join(line.strip(" │╭╰─") for line in lines[-8:] if line.strip(" │╭╰─"))
+            raise FedpdmmError(f"the Flower run wrote no results to {out}; flwr run said: {said}")
+        return Path(out)
+
+    def run(self, config: Config, out: Path, *, timeout: float | None = None, **options) -> Path:
+        """`flwr run` the app on this federation and wait; returns the run directory `out`."""
+        return self.finish_run(self.start_run(config, out, **options), out, timeout)
+
+    def stop(self) -> None:
+        """Stop every process started here and their process groups (children included)."""
+        for process in reversed(list(self.processes.values())):
+            _kill_group(process, signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                _kill_group(process, signal.SIGKILL)
+                process.wait(timeout=10)
+            _kill_group(process, signal.SIGKILL)  # children that outlived their parent
+        self.processes.clear()
+        if self._tempdir is not None:
+            self._tempdir.cleanup()
+
+    def __enter__(self) -> LocalFederation:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _kill_group(process: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, sig)
+
+
+def _toml_string(value) -> str:
+    if isinstance(value, str):
+        return "'''\n" + value + "'''" if "\n" in value else '"' + value.replace('"', '\\"') + '"'
+    return repr(value)
+
+
+def run_local(
+    config: Config,
+    out: Path,
+    nodes: int,
+    *,
+    data_dir: str | None = None,
+    round_timeout: float = 60.0,
+    workdir: Path | None = None,
+    simulation: bool = False,
+) -> Path:
+    """`fedpdmm flower local`: a local federation of `nodes` SuperNodes runs `config` once.
+
+    The Byzantine partitions are the engine's for this config and seed, so the numbers are those
+    of `fedpdmm run`. `simulation=True` runs the same app on Flower's simulation engine (Ray)
+    with `nodes` virtual SuperNodes instead of SuperNode processes.
+    """
+    check_deployable(config)
+    if config.data.num_clients != nodes:
+        raise ConfigError(
+            f"--nodes {nodes} differs from data.num_clients={config.data.num_clients}: one "
+            "SuperNode serves one partition; make them equal"
+        )
+    byzantine = engine.build_setup(config, data_dir).byzantine
+    roles = frozenset(byzantine.nonzero().flatten().tolist())
+    with (
+        _sigterm_as_interrupt(),
+        LocalFederation(nodes, workdir, roles, data_dir, simulation) as fed,
+    ):
+        return fed.run(config, out, round_timeout=round_timeout)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Turn SIGTERM into KeyboardInterrupt, so that `stop()` runs when the launcher is killed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
