@@ -1,0 +1,127 @@
+"""Shared pieces of every aggregation rule: the base class, parameter and input validation.
+
+Every rule and pre-aggregation is a frozen dataclass whose fields are its hyperparameters. The
+constructor checks what can be checked alone (types, signs); `check(n)` checks what depends on the
+number of rows n. Both raise `ConfigError` with a message that names the values and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from fedpdmm.errors import ConfigError, DataError
+
+
+class Aggregator:
+    """Base of rules (`[n, d] -> [d]`) and pre-aggregations (`[n, d] -> [m, d]`).
+
+    Class attributes say how the rule must be called; `fedpdmm.aggregators.aggregate` reads them:
+    `needs_center` (keyword `center=` [d]), `needs_reference` (keyword `reference=` [d]),
+    `stateful` (keyword `state=`, returns `(value, new_state)`), `randomized` (keyword
+    `generator=`, a `torch.Generator`).
+    """
+
+    name: ClassVar[str]
+    needs_center: ClassVar[bool] = False
+    needs_reference: ClassVar[bool] = False
+    stateful: ClassVar[bool] = False
+    randomized: ClassVar[bool] = False
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The hyperparameters, as passed to `get(name, **params)`."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+
+    def check(self, n: int) -> None:
+        """Raise `ConfigError` if the rule cannot aggregate n rows."""
+        if n < 1:
+            raise ConfigError(f"{self.name} needs at least one row, got n={n}")
+
+    def with_fewer_byzantine(self, dropped: int) -> Aggregator:
+        """The same rule with the Byzantine budget f lowered by `dropped` known-bad rows (>= 0)."""
+        if dropped == 0 or not hasattr(self, "f"):
+            return self
+        return dataclasses.replace(self, f=max(self.f - dropped, 0))
+
+
+class PreAggregator(Aggregator):
+    """A map `[n, d] -> [m, d]` applied before a rule.
+
+    `mixes_rows`: output rows average several input rows, so they belong to no single client
+    (rules that keep per-client state cannot follow such a step).
+    """
+
+    mixes_rows: ClassVar[bool] = False
+
+    def output_rows(self, n: int) -> int:
+        """m, the number of rows returned for n input rows."""
+        return n
+
+
+def need_int(rule: str, key: str, value: object, minimum: int) -> int:
+    """`value` as an int >= minimum, else `ConfigError` naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{rule}: {key} must be an integer >= {minimum}, got {key}={value!r}")
+    return value
+
+
+def need_float(rule: str, key: str, value: object, *, positive: bool = True) -> float:
+    """`value` as a finite float (> 0 if `positive`, else >= 0); ints are accepted."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+        if math.isfinite(number) and (number > 0 if positive else number >= 0):
+            return number
+    bound = "> 0" if positive else ">= 0"
+    raise ConfigError(f"{rule}: {key} must be a finite number {bound}, got {key}={value!r}")
+
+
+def set_field(obj: object, key: str, value: object) -> None:
+    """Store a coerced value on a frozen dataclass inside `__post_init__`."""
+    object.__setattr__(obj, key, value)
+
+
+def need_rows(rule: Aggregator, n: int, condition: bool, requirement: str, fix: str) -> None:
+    """`ConfigError` "rule needs <requirement>, got n=.., f=..: <fix>" unless `condition`."""
+    if condition:
+        return
+    values = ", ".join([f"n={n}"] + [f"{key}={value}" for key, value in rule.params.items()])
+    raise ConfigError(f"{rule.name} needs {requirement}, got {values}: {fix}")
+
+
+def check_matrix(rule: str, x: Tensor) -> tuple[int, int]:
+    """(n, d) of a 2-D floating tensor, else `DataError`."""
+    if not isinstance(x, Tensor) or x.dim() != 2:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise DataError(f"{rule} aggregates a [n, d] tensor, got {shape}; stack the rows first")
+    if not x.is_floating_point():
+        raise DataError(f"{rule} needs a floating-point tensor, got dtype={x.dtype}; use x.float()")
+    n, d = x.shape
+    if n == 0:
+        raise DataError(f"{rule} got no rows (n=0); pass at least one row")
+    return n, d
+
+
+def check_point(rule: str, key: str, point: Tensor | None, x: Tensor) -> Tensor:
+    """A `[d]` point (center, reference) matching x in size, cast to x's dtype; else `DataError`."""
+    if point is None:
+        raise DataError(f"{rule} needs {key}=<tensor [d]>; pass it as a keyword")
+    d = x.shape[1]
+    if not isinstance(point, Tensor) or tuple(point.shape) != (d,):
+        shape = tuple(point.shape) if isinstance(point, Tensor) else type(point).__name__
+        raise DataError(f"{rule}: {key} must have shape ({d},) like the rows of x, got {shape}")
+    return point.to(dtype=x.dtype)
+
+
+def check_generator(rule: str, generator: torch.Generator | None) -> torch.Generator:
+    """The generator of a randomized rule, else `ConfigError` saying how to get one."""
+    if not isinstance(generator, torch.Generator):
+        raise ConfigError(
+            f"{rule} is randomized and needs generator=<torch.Generator>, got {generator!r}; "
+            "use fedpdmm.seeding.generator(seed, ...)"
+        )
+    return generator

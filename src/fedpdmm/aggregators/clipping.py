@@ -1,0 +1,52 @@
+"""Centered clipping: move a reference point by the mean of the clipped differences to it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import Tensor
+
+from fedpdmm.aggregators._base import (
+    Aggregator,
+    check_matrix,
+    check_point,
+    need_float,
+    need_int,
+    set_field,
+)
+from fedpdmm.aggregators._kernels import distances_to, weighted_rows_sum
+
+
+def clip_scales(norms: Tensor, tau: float) -> Tensor:
+    """`[n]` factors min(1, tau / ||u_i||) that clip rows of norm `norms` to norm tau (0 -> 1)."""
+    return (tau / norms.double()).clamp(max=1.0)
+
+
+@dataclass(frozen=True)
+class CenteredClipping(Aggregator):
+    """`iters` steps of v <- v + (1/n) sum_i clip_tau(x_i - v), from v = `center`.
+
+    clip_tau(u) = u min(1, tau / ||u||). Karimireddy, He, Jaggi, "Learning from history for
+    Byzantine robust optimization", ICML 2021 (there the center is the previous aggregate, e.g.
+    the server's momentum). Call as `agg(x, center=v0)`; `[n, d], [d] -> [d]`. Equivariant
+    under translating x and the center together.
+    """
+
+    tau: float
+    iters: int = 1
+    name: ClassVar[str] = "centered_clipping"
+    needs_center: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        set_field(self, "tau", need_float(self.name, "tau", self.tau))
+        set_field(self, "iters", need_int(self.name, "iters", self.iters, 1))
+
+    def __call__(self, x: Tensor, *, center: Tensor) -> Tensor:
+        n, _ = check_matrix(self.name, x)
+        self.check(n)
+        v = check_point(self.name, "center", center, x)
+        for _ in range(self.iters):
+            scales = clip_scales(distances_to(x, v), self.tau) / n
+            v = v + (weighted_rows_sum(scales, x) - float(scales.sum()) * v)
+        return v

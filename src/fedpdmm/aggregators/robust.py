@@ -1,0 +1,114 @@
+"""The one entry point the engine calls: drop non-finite rows, pre-aggregate, aggregate."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from fedpdmm.aggregators._base import Aggregator, PreAggregator, check_matrix
+from fedpdmm.aggregators._kernels import finite_rows
+from fedpdmm.errors import ConfigError, NonFiniteError
+
+
+class AggregateResult(NamedTuple):
+    """What `aggregate` returns: `value` `[d]`, the rule's new `state` (None for stateless
+    rules) and `num_dropped`, the number of non-finite rows removed (for the metrics)."""
+
+    value: Tensor
+    state: Any
+    num_dropped: int
+
+
+def check_pipeline(rule: Aggregator, pre: Sequence[PreAggregator] = (), *, n: int) -> int:
+    """Raise `ConfigError` unless `pre` then `rule` can run on n rows; return the rule's row count.
+
+    Call it when building a run, so that bad combinations fail before training.
+    """
+    pre = _as_steps(rule, pre)
+    for step in pre:
+        step.check(n)
+        n = step.output_rows(n)
+    mixing = [step.name for step in pre if step.mixes_rows]
+    if rule.stateful and mixing:
+        raise ConfigError(
+            f"{rule.name} keeps per-client state and cannot follow {', '.join(mixing)}, which "
+            "mixes rows of different clients; drop those pre-aggregations"
+        )
+    rule.check(n)
+    return n
+
+
+def aggregate(
+    x: Tensor,
+    rule: Aggregator,
+    pre: Sequence[PreAggregator] = (),
+    *,
+    center: Tensor | None = None,
+    reference: Tensor | None = None,
+    state: Any = None,
+    generator: torch.Generator | None = None,
+    clients: Tensor | None = None,
+) -> AggregateResult:
+    """Aggregate `[n, d]` rows robustly: `[n, d] -> AggregateResult(value [d], state, dropped)`.
+
+    1. Rows with a NaN or Inf are Byzantine: they are removed and counted, and every f of the
+       rule and of `pre` is lowered by that count (at least 0), since they used up part of the
+       budget (so the n >= ... conditions that held before still hold).
+    2. The pre-aggregations run in order (`generator=` for the randomized ones).
+    3. The rule runs with the keywords it declares: `center=` (`needs_center`), `reference=`
+       (`needs_reference`), `generator=` (`randomized`), `state=` and `clients=` (`stateful`;
+       `clients` [n] ids of the senders, default 0..n-1, filtered with the rows).
+    Raises `NonFiniteError` if every row, the center or the reference is non-finite.
+    """
+    n, _ = check_matrix(rule.name if isinstance(rule, Aggregator) else "aggregate", x)
+    pre = _as_steps(rule, pre)
+    finite = finite_rows(x)
+    kept = int(finite.sum())
+    if kept == 0:
+        raise NonFiniteError(
+            f"all {n} rows to aggregate are non-finite (NaN or Inf), nothing is left for "
+            f"{rule.name}; lower the learning rate or check the attack"
+        )
+    dropped = n - kept
+    if dropped:
+        x = x[finite]
+        rule = rule.with_fewer_byzantine(dropped)
+        pre = [step.with_fewer_byzantine(dropped) for step in pre]
+        if rule.stateful:
+            clients = finite.nonzero()[:, 0] if clients is None else clients[finite]
+    check_pipeline(rule, pre, n=kept)
+    for step in pre:
+        x = step(x, generator=generator) if step.randomized else step(x)
+    keywords: dict[str, Any] = {}
+    if rule.needs_center:
+        keywords["center"] = _finite_point(rule, "center", center)
+    if rule.needs_reference:
+        keywords["reference"] = _finite_point(rule, "reference", reference)
+    if rule.randomized:
+        keywords["generator"] = generator
+    if rule.stateful:
+        value, state = rule(x, state=state, clients=clients, **keywords)
+    else:
+        value = rule(x, **keywords)
+    return AggregateResult(value, state, dropped)
+
+
+def _as_steps(rule: object, pre: object) -> list[PreAggregator]:
+    if not isinstance(rule, Aggregator) or isinstance(rule, PreAggregator):
+        raise ConfigError(f"rule must be built by fedpdmm.aggregators.get(name, ...), got {rule!r}")
+    steps = [pre] if isinstance(pre, PreAggregator) else list(pre)  # type: ignore[call-overload]
+    for step in steps:
+        if not isinstance(step, PreAggregator):
+            raise ConfigError(
+                f"pre must list steps built by fedpdmm.aggregators.get_pre(name, ...), got {step!r}"
+            )
+    return steps
+
+
+def _finite_point(rule: Aggregator, key: str, point: Tensor | None) -> Tensor | None:
+    if isinstance(point, Tensor) and not bool(torch.isfinite(point).all()):
+        raise NonFiniteError(f"{rule.name}: {key} has NaN or Inf entries; pass a finite {key}")
+    return point
