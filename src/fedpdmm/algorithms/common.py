@@ -38,10 +38,12 @@ class Algorithm(Protocol):
 def finite_rows(messages: torch.Tensor) -> torch.Tensor:
     """`[n]` mask of the rows of `messages` `[n, d]` whose entries are all finite.
 
-    A row's max and min are finite exactly when all its entries are (max and min propagate NaN);
-    two reductions read the rows without the `[n, d]` boolean temporary of `isfinite`, 8x faster
-    on large stacks.
+    One sum over everything settles the common all-finite case in a single read; otherwise a
+    row's max and min are finite exactly when all its entries are (max and min propagate NaN).
+    Neither builds the `[n, d]` boolean temporary of `isfinite`, 8x slower on large stacks.
     """
-    if messages.numel() == 0:
+    if messages.numel() == 0 or bool(torch.isfinite(messages.sum())):
+        # NaN and Inf make the sum non-finite; a finite sum means every entry is finite (an
+        # overflowing sum of finite entries falls through to the exact check below)
         return torch.ones(messages.shape[0], dtype=torch.bool)
     return torch.isfinite(messages.amax(dim=1)) & torch.isfinite(messages.amin(dim=1))
