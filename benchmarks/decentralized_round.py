@@ -29,7 +29,7 @@ def measure(setup: engine.Setup, name: str, rounds: int) -> dict[str, float]:
     for round_index in range(1, rounds + 1):
         began = time.perf_counter()
         problem = algorithm.local_problem(state)
-        trained = engine._local_training(setup, problem, setup.client_data, round_index)
+        trained = engine.local_training(setup, problem, setup.client_data, round_index)
         state = algorithm.finish(state, trained)
         trained_at = time.perf_counter()
         messages = engine.corrupt(

@@ -3,6 +3,7 @@ float64 loops that the fast paths must match, non-finite rows, and the pipeline 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import pickle
 import re
@@ -15,12 +16,27 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedpdmm import aggregators
-from fedpdmm.aggregators import aggregate, check_pipeline, foolsgold_weights, get, get_pre
+from fedpdmm.aggregators import (
+    aggregate,
+    check_pipeline,
+    finite_rows,
+    foolsgold_weights,
+    get,
+    get_pre,
+)
+from fedpdmm.aggregators._kernels import map_column_blocks, mean_closest_to_median_rows, median_rows
 from fedpdmm.errors import ConfigError, DataError, NonFiniteError
 
-torch.set_num_threads(1)
 PROPERTY = settings(max_examples=25, deadline=None)
 ALL_CASES = RULE_CASES + PRE_CASES
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def build(case: Case | Invalid) -> aggregators.Aggregator:
@@ -46,7 +62,8 @@ def randn(n: int, d: int, seed: int = 0, dtype: torch.dtype = torch.float64) -> 
 
 @st.composite
 def matrices(draw, min_n: int = 1, max_n: int = 10, max_d: int = 4) -> torch.Tensor:
-    """Float64 `[n, d]` rows from a drawn seed and scale: continuous values, so no ties."""
+    """Float64 `[n, d]` rows from a drawn seed and scale: continuous values, ties have
+    probability 0."""
     n = draw(st.integers(min_n, max_n))
     d = draw(st.integers(1, max_d))
     scale = draw(st.sampled_from([1e-3, 1.0, 1e3]))
@@ -61,14 +78,15 @@ def test_every_registered_name_has_a_case():
     assert sorted(aggregators.pre_names()) == sorted(case.name for case in PRE_CASES)
 
 
+@pytest.mark.parametrize("shape", [(9, 5), (9, 1)], ids=str)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("case", ALL_CASES, ids=lambda case: case.id)
-def test_case_contract(case: Case, dtype: torch.dtype):
+def test_case_contract(case: Case, dtype: torch.dtype, shape: tuple[int, int]):
     agg = build(case)
-    x = randn(9, 5, seed=1, dtype=dtype)
+    x = randn(*shape, seed=1, dtype=dtype)
     before = x.clone()
     value = call(agg, x, seed=3)
-    expected_shape = (agg.output_rows(9), 5) if case.pre else (5,)
+    expected_shape = (agg.output_rows(9), shape[1]) if case.pre else (shape[1],)
     assert value.shape == expected_shape
     assert value.dtype == dtype
     assert torch.equal(x, before), "x was mutated"
@@ -78,6 +96,23 @@ def test_case_contract(case: Case, dtype: torch.dtype):
     copy = pickle.loads(pickle.dumps(agg))
     assert copy == agg
     assert torch.equal(call(copy, x, seed=3), value)
+
+
+@pytest.mark.parametrize("case", ALL_CASES, ids=lambda case: case.id)
+def test_a_single_row_is_returned_unchanged_where_the_parameters_allow_it(case: Case):
+    agg = build(case)
+    loosest = {key: value for key, value in {"f": 0, "m": None}.items() if key in agg.params}
+    agg = dataclasses.replace(agg, **loosest)
+    x = randn(1, 4, seed=5)
+    before = x.clone()
+    try:
+        agg.check(1)
+    except ConfigError:
+        return  # krum, multi_krum and bulyan need n >= 3
+    value = call(agg, x, seed=3)
+    assert torch.equal(x, before), "x was mutated"
+    if case.name not in ("foolsgold", "clip", "arc"):
+        close(value.reshape(-1), x[0])
 
 
 @pytest.mark.parametrize("case", RULE_CASES, ids=lambda case: case.id)
@@ -353,6 +388,13 @@ def test_dnc_matches_naive_loops(data):
     close(got, naive_dnc(x.numpy(), f, niters, 1.0, b, seed), float(x.abs().max()))
 
 
+def test_threads_share_column_blocks_without_changing_the_result():
+    x = randn(9, 20_000, seed=4)  # several blocks of columns
+    for kernel, args in [(median_rows, ()), (mean_closest_to_median_rows, (6,))]:
+        alone = map_column_blocks(x, kernel, *args, workers=1)
+        assert torch.equal(map_column_blocks(x, kernel, *args, workers=3), alone)
+
+
 def test_krum_distances_stay_exact_for_float32_rows_far_from_the_origin():
     # models 1e3 from the origin, 1e-2 apart: a raw float32 Gram matrix would lose every digit
     x = 1e3 + 1e-2 * randn(12, 2000, seed=5, dtype=torch.float32)
@@ -480,6 +522,8 @@ def test_nonfinite_rows_are_dropped_and_counted():
     assert result.num_dropped == 3
     close(result.value, x[finite].mean(dim=0))
     assert bool(torch.isnan(x[1, 0])), "x was mutated"
+    huge = torch.full((2, 3), 3e38)  # finite rows whose float32 sums overflow
+    assert torch.equal(finite_rows(huge), torch.tensor([True, True]))
 
 
 def test_dropped_rows_use_up_the_byzantine_budget():

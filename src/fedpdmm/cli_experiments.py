@@ -132,7 +132,7 @@ def reproduce(
         bool, typer.Option("--quick", help="Fewer rounds and seeds (minutes, not hours).")
     ] = False,
     out: Annotated[
-        Path | None, typer.Option(help="Output directory (default: results/reproduce-<which>).")
+        Path | None, typer.Option(help="Output directory (default: runs/reproduce-<which>).")
     ] = None,
     workers: Annotated[
         int | None, typer.Option(min=1, help="Worker processes (default: one per core).")
@@ -146,7 +146,7 @@ def reproduce(
     from fedpdmm import reproduce as reproduce_module
 
     name = which.value
-    out = out or Path("results") / f"reproduce-{name}{'-quick' if quick else ''}"
+    out = out or Path("runs") / f"reproduce-{name}{'-quick' if quick else ''}"
     if name == "paper":
         experiments = reproduce_module.paper_experiments(quick)
     else:

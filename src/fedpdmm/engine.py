@@ -75,7 +75,7 @@ class CombinationResult:
 
 def build_setup(config: Config, data_dir: str | None = None) -> Setup:
     """Load and partition the data, build the model and its initial vector, pick the Byzantines."""
-    _check_names(config)
+    check_names(config)
     data_dir = data_dir or config.data.dir
     dataset = load_dataset(
         config.data.name, data_dir=data_dir, seed=config.seed, **config.data.options
@@ -149,7 +149,8 @@ def _build_graph(config: Config, byzantine: torch.Tensor):
     return graph, edges, keys, tuple(notes)
 
 
-def _check_names(config: Config) -> None:
+def check_names(config: Config) -> None:
+    """Algorithm, rule and attack names of `config` exist and fit its setting (no data needed)."""
     valid = DECENTRALIZED if config.decentralized else CENTRALIZED
     setting = (
         f"peer-to-peer runs (topology.name = {config.topology.name!r})"
@@ -157,6 +158,12 @@ def _check_names(config: Config) -> None:
         else "runs with a server (topology.name = 'server')"
     )
     for name in config.algorithms:
+        for step in parse_algorithm(name)[1]:
+            if step not in aggregators.names() and step not in aggregators.pre_names():
+                raise ConfigError(
+                    f"unknown aggregation rule or pre-aggregation {step!r} in {name!r}; choose "
+                    f"from {', '.join([*aggregators.names(), *aggregators.pre_names()])}"
+                )
         if parse_algorithm(name)[0] not in valid:
             raise ConfigError(
                 f"algorithm {name!r} is not available for {setting}; choose from "
@@ -337,7 +344,7 @@ def run_combination(
     began = time.perf_counter()
 
     def record(round_index: int) -> bool:
-        row = _evaluate_round(setup, algorithm, state, byzantine)
+        row = evaluate_round(setup, algorithm, state, byzantine)
         row.update(
             algorithm=algorithm_name,
             attack=attack_name,
@@ -371,7 +378,7 @@ def run_combination(
     return result
 
 
-def _local_training(setup: Setup, problem, data: ClientData, round_index: int) -> torch.Tensor:
+def local_training(setup: Setup, problem, data: ClientData, round_index: int) -> torch.Tensor:
     config = setup.config
     return train(
         setup.model,
@@ -392,7 +399,7 @@ def _centralized_round(setup, algorithm, state, data, attack, target, byzantine,
     """Server -> clients -> local training -> (attacked) messages -> server."""
     server, clients = state
     clients, problem = algorithm.receive(clients, algorithm.downlink(server))
-    trained = _local_training(setup, problem, data, round_index)
+    trained = local_training(setup, problem, data, round_index)
     clients = algorithm.finish(clients, trained)
     messages = transmit(
         attack,
@@ -405,13 +412,13 @@ def _centralized_round(setup, algorithm, state, data, attack, target, byzantine,
         round_index,
     )
     accepted = finite_rows(messages)
-    reference = _server_reference(setup, algorithm, server, round_index)
+    reference = server_reference(setup, algorithm, server, round_index)
     gen = generator(setup.config.seed, "aggregate", round_index)
     server = algorithm.update(server, messages, accepted, reference=reference, generator=gen)
     return (server, clients), int((~accepted).sum())
 
 
-def _server_reference(setup: Setup, algorithm, server, round_index: int) -> torch.Tensor | None:
+def server_reference(setup: Setup, algorithm, server, round_index: int) -> torch.Tensor | None:
     """FLTrust: the server's own update, K local steps on its root dataset from its model."""
     if not algorithm.needs_reference:
         return None
@@ -436,7 +443,7 @@ def _decentralized_round(setup, algorithm, state, data, attack, target, byzantin
     edges = setup.edges
     gen = generator(setup.config.seed, "aggregate", round_index)
     problem = algorithm.local_problem(state, generator=gen)
-    trained = _local_training(setup, problem, data, round_index)
+    trained = local_training(setup, problem, data, round_index)
     state = algorithm.finish(state, trained)
     byzantine_edges = byzantine.index_select(0, edges.src)
     if target == "message" or not bool(byzantine_edges.any()):
@@ -482,7 +489,7 @@ def _broken(setup: Setup, algorithm, state, byzantine: torch.Tensor) -> bool:
     return not bool(finite_rows(node_models[~byzantine]).any())
 
 
-def _evaluate_round(setup: Setup, algorithm, state, byzantine: torch.Tensor) -> dict[str, Any]:
+def evaluate_round(setup: Setup, algorithm, state, byzantine: torch.Tensor) -> dict[str, Any]:
     """Metrics of one evaluation. Without a server, the global columns hold the honest mean."""
     dataset, model = setup.dataset, setup.model
     global_model, node_models = _models(setup, algorithm, state)

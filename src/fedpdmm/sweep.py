@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from fedpdmm import config as config_module
+from fedpdmm import engine
 from fedpdmm.errors import ConfigError, FedpdmmError
 from fedpdmm.results import METRIC_COLUMNS, read_metrics
 
@@ -219,7 +220,7 @@ def plan(
             raw.get("attack", {}).pop("fraction", None)
         try:
             point = config_module.validate(raw)
-            _check_names(point)
+            engine.check_names(point)
         except ConfigError as error:
             where = ", ".join(f"{k}={value_label(v)}" for k, v in params.items())
             raise ConfigError(f"grid point {where}: {error}") from None
@@ -232,15 +233,6 @@ def plan(
         names[name] = params
         runs.append(RunSpec(name, params, point))
     return SweepPlan(base_raw, grid, runs)
-
-
-def _check_names(point: config_module.Config) -> None:
-    """The engine's check of algorithm and attack names, where this build has one."""
-    from fedpdmm import engine
-
-    check = getattr(engine, "_check_names", None)
-    if callable(check):
-        check(point)
 
 
 # ---------------------------------------------------------------------------- sweep.toml

@@ -93,6 +93,11 @@ def need_rows(rule: Aggregator, n: int, condition: bool, requirement: str, fix: 
     raise ConfigError(f"{rule.name} needs {requirement}, got {values}: {fix}")
 
 
+def lower_f(limit: int) -> str:
+    """The fix for an f too large for the rows: at most `limit`, or more rows if none fits."""
+    return f"lower f to at most {limit}" if limit >= 0 else "aggregate more rows"
+
+
 def check_matrix(rule: str, x: Tensor) -> tuple[int, int]:
     """(n, d) of a 2-D floating tensor, else `DataError`."""
     if not isinstance(x, Tensor) or x.dim() != 2:

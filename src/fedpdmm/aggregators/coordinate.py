@@ -12,7 +12,14 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from fedpdmm.aggregators._base import Aggregator, check_matrix, need_int, need_rows, set_field
+from fedpdmm.aggregators._base import (
+    Aggregator,
+    check_matrix,
+    lower_f,
+    need_int,
+    need_rows,
+    set_field,
+)
 from fedpdmm.aggregators._kernels import (
     map_column_blocks,
     mean_closest_to_median_rows,
@@ -64,7 +71,7 @@ class TrimmedMean(Aggregator):
 
     def check(self, n: int) -> None:
         super().check(n)
-        need_rows(self, n, n > 2 * self.f, "n > 2f", f"lower f to at most {(n - 1) // 2}")
+        need_rows(self, n, n > 2 * self.f, "n > 2f", lower_f((n - 1) // 2))
 
     def __call__(self, x: Tensor) -> Tensor:
         n, _ = check_matrix(self.name, x)
@@ -90,7 +97,7 @@ class Meamed(Aggregator):
 
     def check(self, n: int) -> None:
         super().check(n)
-        need_rows(self, n, n > 2 * self.f, "n > 2f", f"lower f to at most {(n - 1) // 2}")
+        need_rows(self, n, n > 2 * self.f, "n > 2f", lower_f((n - 1) // 2))
 
     def __call__(self, x: Tensor) -> Tensor:
         n, _ = check_matrix(self.name, x)

@@ -18,6 +18,7 @@ from torch import Tensor
 from fedpdmm.aggregators._base import (
     Aggregator,
     check_matrix,
+    lower_f,
     need_float,
     need_int,
     need_rows,
@@ -67,7 +68,7 @@ class Krum(Aggregator):
 
     def check(self, n: int) -> None:
         super().check(n)
-        need_rows(self, n, n >= 2 * self.f + 3, "n >= 2f + 3", f"lower f to at most {(n - 3) // 2}")
+        need_rows(self, n, n >= 2 * self.f + 3, "n >= 2f + 3", lower_f((n - 3) // 2))
 
     def __call__(self, x: Tensor) -> Tensor:
         n, _ = check_matrix(self.name, x)
@@ -95,7 +96,7 @@ class MultiKrum(Aggregator):
 
     def check(self, n: int) -> None:
         super().check(n)
-        need_rows(self, n, n >= 2 * self.f + 3, "n >= 2f + 3", f"lower f to at most {(n - 3) // 2}")
+        need_rows(self, n, n >= 2 * self.f + 3, "n >= 2f + 3", lower_f((n - 3) // 2))
         need_rows(self, n, self.m is None or self.m <= n, "m <= n", f"lower m to at most {n}")
 
     def __call__(self, x: Tensor) -> Tensor:
@@ -126,7 +127,7 @@ class Bulyan(Aggregator):
 
     def check(self, n: int) -> None:
         super().check(n)
-        need_rows(self, n, n >= 4 * self.f + 3, "n >= 4f + 3", f"lower f to at most {(n - 3) // 4}")
+        need_rows(self, n, n >= 4 * self.f + 3, "n >= 4f + 3", lower_f((n - 3) // 4))
 
     def __call__(self, x: Tensor) -> Tensor:
         n, _ = check_matrix(self.name, x)

@@ -16,6 +16,7 @@ from fedpdmm.aggregators._base import (
     PreAggregator,
     check_generator,
     check_matrix,
+    lower_f,
     need_float,
     need_int,
     need_rows,
@@ -46,7 +47,7 @@ class NNM(PreAggregator):
 
     def check(self, n: int) -> None:
         super().check(n)
-        need_rows(self, n, n > self.f, "n > f", f"lower f to at most {n - 1}")
+        need_rows(self, n, n > self.f, "n > f", lower_f(n - 1))
 
     def __call__(self, x: Tensor) -> Tensor:
         n, _ = check_matrix(self.name, x)
@@ -125,7 +126,7 @@ class ARC(PreAggregator):
 
     def check(self, n: int) -> None:
         super().check(n)
-        need_rows(self, n, n > self.f, "n > f", f"lower f to at most {n - 1}")
+        need_rows(self, n, n > self.f, "n > f", lower_f(n - 1))
 
     def __call__(self, x: Tensor) -> Tensor:
         n, _ = check_matrix(self.name, x)

@@ -21,7 +21,7 @@ from fedpdmm.aggregators._base import (
     need_rows,
     set_field,
 )
-from fedpdmm.aggregators._kernels import weighted_rows_sum
+from fedpdmm.aggregators._kernels import small_eigh, weighted_rows_sum
 from fedpdmm.errors import DataError
 
 
@@ -85,7 +85,8 @@ class FoolsGold(Aggregator):
         self.check(n)
         clients = _client_ids(clients, n)
         history = _add_to_history(state, clients, x)
-        weights = foolsgold_weights(history[clients], self.confidence)
+        everyone = n == history.shape[0] and bool((clients == torch.arange(n)).all())
+        weights = foolsgold_weights(history if everyone else history[clients], self.confidence)
         total = weights.sum()
         value = weighted_rows_sum(weights / total, x) if total > 0 else x.new_zeros(d)
         return value, FoolsGoldState(history)
@@ -158,7 +159,7 @@ class DnC(Aggregator):
             sub = x if self.b >= d else x[:, torch.randperm(d, generator=generator)[: self.b]]
             centered = (sub - sub.mean(dim=0)).double()
             # top right singular vector v: centered @ v = s u with (s^2, u) the top eigenpair
-            eigenvalues, eigenvectors = torch.linalg.eigh(centered @ centered.T)
+            eigenvalues, eigenvectors = small_eigh(centered @ centered.T)
             scores = eigenvalues[-1] * eigenvectors[:, -1] ** 2
             votes[scores.sort(stable=True).indices[:keep]] += 1
         good = (votes == votes.max()).double()

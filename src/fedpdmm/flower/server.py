@@ -133,7 +133,7 @@ def run_combination(
 
     def record(round_index: int) -> bool:
         view = initial_clients._replace(x=models)
-        row = engine._evaluate_round(setup, algorithm, (server, view), byzantine)
+        row = engine.evaluate_round(setup, algorithm, (server, view), byzantine)
         row.update(
             algorithm=algorithm_name,
             attack=attack_name,
@@ -197,7 +197,7 @@ def run_combination(
             messages,
             accepted,
             active,
-            reference=engine._server_reference(setup, algorithm, server, round_index),
+            reference=engine.server_reference(setup, algorithm, server, round_index),
             generator=generator(config.seed, "aggregate", round_index),
         )
         diverged = not bool(torch.isfinite(algorithm.global_model(server)).all())
