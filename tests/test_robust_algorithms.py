@@ -132,7 +132,10 @@ def test_robust_rules_protect_fedavg_on_digits() -> None:
     ("overrides", "message"),
     [
         ({"algorithms": '["fedavg+bulyan"]'}, r"bulyan needs n >= 4f \+ 3, got n=10, f=2"),
-        ({"algorithms": '["fedavg+nosuchrule"]'}, "unknown aggregation rule or pre-aggregation 'nosuchrule'"),
+        (
+            {"algorithms": '["fedavg+nosuchrule"]'},
+            "unknown aggregation rule or pre-aggregation 'nosuchrule'",
+        ),
         ({"algorithms": '["fedavg+median+nnm"]'}, "'nnm' is a pre-aggregation"),
         ({"algorithms": '["gossip+median"]'}, "not available for runs with a server"),
         (
