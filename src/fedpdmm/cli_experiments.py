@@ -17,6 +17,14 @@ from fedpdmm.errors import FedpdmmError
 
 console = Console(stderr=True)
 
+Workers = Annotated[
+    int | None, typer.Option(min=1, help="Worker processes (default: one per core).")
+]
+DataDir = Annotated[
+    str | None, typer.Option(help="Folder holding the datasets (overrides FEDPDMM_DATA).")
+]
+Quiet = Annotated[bool, typer.Option("--quiet", help="No progress display.")]
+
 
 def _eta(seconds: float | None) -> str:
     if seconds is None:
@@ -78,13 +86,9 @@ def sweep(
         list[str] | None,
         typer.Option("--set", help="Override a base config key: --set rounds=20."),
     ] = None,
-    workers: Annotated[
-        int | None, typer.Option(min=1, help="Worker processes (default: one per core).")
-    ] = None,
-    data_dir: Annotated[
-        str | None, typer.Option(help="Folder holding the datasets (overrides FEDPDMM_DATA).")
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
+    workers: Workers = None,
+    data_dir: DataDir = None,
+    quiet: Quiet = False,
 ) -> None:
     """Run the cartesian product of the grid axes, one run directory per point; resumable."""
     from fedpdmm import sweep as sweep_module
@@ -134,13 +138,9 @@ def reproduce(
     out: Annotated[
         Path | None, typer.Option(help="Output directory (default: runs/reproduce-<which>).")
     ] = None,
-    workers: Annotated[
-        int | None, typer.Option(min=1, help="Worker processes (default: one per core).")
-    ] = None,
-    data_dir: Annotated[
-        str | None, typer.Option(help="Folder holding the datasets (overrides FEDPDMM_DATA).")
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
+    workers: Workers = None,
+    data_dir: DataDir = None,
+    quiet: Quiet = False,
 ) -> None:
     """Run the paper's experiment grid (or the robust comparison) and write its report."""
     from fedpdmm import reproduce as reproduce_module
