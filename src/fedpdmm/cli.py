@@ -156,22 +156,14 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 
 def main() -> None:
-    """Entry point: run the app, turning user errors into one line on stderr and exit code 2."""
+    """Entry point: run the app, turning user errors into one line on stderr and exit code 2.
+
+    Typer handles its own usage errors (exit 2) and `--help`; any other exception is a bug and
+    keeps its traceback.
+    """
     warnings.formatwarning = _one_line_warning
     try:
-        app(standalone_mode=False)
+        app()
     except FedpdmmError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        console.print("interrupted")
-        sys.exit(130)
-    except typer.Exit as done:
-        sys.exit(done.exit_code)
-    except Exception as error:
-        import click
-
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(2)
-        raise

@@ -52,6 +52,8 @@ def local(
     from fedpdmm import results
 
     try:
+        import flwr  # noqa: F401
+
         from fedpdmm.flower.launcher import run_local
     except ImportError as error:
         raise FedpdmmError(
