@@ -35,3 +35,16 @@ def all_prox(q: torch.Tensor, a: torch.Tensor, center: torch.Tensor, rho) -> tor
     lhs = q + rho.view(-1, 1, 1) * torch.eye(q.shape[1], dtype=q.dtype)
     rhs = (q @ a.unsqueeze(-1)).squeeze(-1) + rho.view(-1, 1) * center
     return torch.linalg.solve(lhs, rhs)
+
+
+def run_graph_algorithm(algorithm, q: torch.Tensor, a: torch.Tensor, rounds: int) -> torch.Tensor:
+    """Node models `[n, dim]` after `rounds` of a graph algorithm whose local step is the exact
+    prox of the quadratics, with every message accepted; starts from zero models."""
+    state = algorithm.init(torch.zeros(q.shape[1], dtype=q.dtype))
+    accepted = torch.ones(algorithm.edges.num_directed_edges, dtype=torch.bool)
+    for _ in range(rounds):
+        problem = algorithm.local_problem(state)
+        trained = all_prox(q, a, problem.center, problem.rho)
+        state = algorithm.finish(state, trained)
+        state = algorithm.combine(state, algorithm.encode_nodes(state, trained), accepted)
+    return algorithm.node_models(state)

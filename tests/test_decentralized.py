@@ -5,7 +5,7 @@ from __future__ import annotations
 import networkx as nx
 import pytest
 import torch
-from quadratics import all_prox, consensus_optimum
+from quadratics import all_prox, consensus_optimum, run_graph_algorithm
 from quadratics import quadratics as _quadratics
 
 from fedpdmm import config as config_module
@@ -27,14 +27,8 @@ def test_graph_pdmm_protocol_reaches_the_consensus_optimum(name: str, theta: flo
     edges = topology.edge_index(graph)
     q, a, optimum = quadratics(8, 4)
     algorithm = GraphPDMM(edges, c=1.0, theta=theta)
-    state = algorithm.init(torch.zeros(4, dtype=torch.float64))
-    accepted = torch.ones(edges.num_directed_edges, dtype=torch.bool)
-    for _ in range(800):
-        problem = algorithm.local_problem(state)
-        trained = all_prox(q, a, problem.center, problem.rho)
-        state = algorithm.finish(state, trained)
-        state = algorithm.combine(state, algorithm.encode_nodes(state, trained), accepted)
-    error = (state.x - optimum).norm(dim=1).max() / optimum.norm()
+    models = run_graph_algorithm(algorithm, q, a, 800)
+    error = (models - optimum).norm(dim=1).max() / optimum.norm()
     assert error < 1e-8
 
 
@@ -43,13 +37,7 @@ def test_graph_pdmm_protocol_equals_the_generic_solver() -> None:
     edges = topology.edge_index(graph)
     q, a, _ = quadratics(7, 3, seed=5)
     algorithm = GraphPDMM(edges, c=0.7, theta=0.5)
-    state = algorithm.init(torch.zeros(3, dtype=torch.float64))
-    accepted = torch.ones(edges.num_directed_edges, dtype=torch.bool)
-    for _ in range(25):
-        problem = algorithm.local_problem(state)
-        trained = all_prox(q, a, problem.center, problem.rho)
-        state = algorithm.finish(state, trained)
-        state = algorithm.combine(state, algorithm.encode_nodes(state, trained), accepted)
+    models = run_graph_algorithm(algorithm, q, a, 25)
 
     def prox(i, v, rho):
         return all_prox(
@@ -57,7 +45,7 @@ def test_graph_pdmm_protocol_equals_the_generic_solver() -> None:
         )[0]
 
     reference = pdmm.solve(prox, graph, 3, c=0.7, theta=0.5, rounds=25)
-    torch.testing.assert_close(state.x, reference, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(models, reference, rtol=1e-12, atol=1e-12)
 
 
 def test_encode_per_edge_equals_encode_per_node() -> None:

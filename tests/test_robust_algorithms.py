@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from quadratics import all_prox, consensus_optimum
+from quadratics import all_prox, consensus_optimum, run_graph_algorithm
 from quadratics import quadratics as _quadratics
 
 from fedpdmm import aggregators, engine, topology
@@ -62,14 +62,7 @@ def test_robust_graph_pdmm_with_the_mean_is_graph_pdmm() -> None:
     results = []
     for robust in (None, MEAN_BY_ROBUST_PATH):
         algorithm = GraphPDMM(edges, c=1.0, theta=0.5, robust=robust)
-        state = algorithm.init(torch.zeros(3, dtype=torch.float64))
-        accepted = torch.ones(edges.num_directed_edges, dtype=torch.bool)
-        for _ in range(400):
-            problem = algorithm.local_problem(state)
-            trained = all_prox(q, a, problem.center, problem.rho)
-            state = algorithm.finish(state, trained)
-            state = algorithm.combine(state, algorithm.encode_nodes(state, trained), accepted)
-        results.append(state.x)
+        results.append(run_graph_algorithm(algorithm, q, a, 400))
     torch.testing.assert_close(results[1], results[0], rtol=1e-9, atol=1e-10)
     assert (results[1] - optimum).norm(dim=1).max() / optimum.norm() < 1e-8
 
