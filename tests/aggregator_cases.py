@@ -104,14 +104,15 @@ INVALID_CASES = (
     Invalid("bucketing", {"s": 0}, None, "bucketing: s must be an integer >= 1, got s=0", pre=True),
     Invalid("nnm", {"f": -3}, None, "nnm: f must be an integer >= 0, got f=-3", pre=True),
     # unknown names, unknown or missing parameters
-    Invalid("krum", {}, None, "krum: missing parameter(s) f; valid parameters of krum: f"),
+    Invalid("krum", {}, None, "krum: missing parameter(s) f; valid parameters: f (required)"),
+    Invalid("krum", {"f": 1, "q": 2}, None, "krum: unknown parameter(s) q; valid parameters: f"),
+    Invalid("median", {"f": 1}, None, "median: unknown parameter(s) f; valid parameters: none"),
     Invalid(
-        "krum", {"f": 1, "q": 2}, None, "krum: unknown parameter(s) q; valid parameters of krum"
+        "geometric_median",
+        {"iters": 3},
+        None,
+        "geometric_median: unknown parameter(s) iters; valid parameters: eps",
     ),
-    Invalid(
-        "median", {"f": 1}, None, "median: unknown parameter(s) f; valid parameters of median: none"
-    ),
-    Invalid("geometric_median", {"iters": 3}, None, "valid parameters of geometric_median: eps"),
     Invalid(
         "trimed_mean", {}, None, "unknown aggregation rule 'trimed_mean'; valid names: mean, median"
     ),

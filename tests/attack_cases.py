@@ -67,8 +67,8 @@ CASES: tuple[AttackCase, ...] = (
         "mimic",
         {"target": 2},
         invalid=(
-            ({"target": -1}, "target must be an integer >= 0 or None, got -1"),
-            ({"target": 1.0}, "target must be an integer >= 0 or None, got 1.0"),
+            ({"target": -1}, "target must be an integer >= 0 or None, got target=-1"),
+            ({"target": 1.0}, "target must be an integer >= 0 or None, got target=1.0"),
         ),
     ),
     AttackCase(
@@ -101,6 +101,8 @@ CASES: tuple[AttackCase, ...] = (
         "label_flip",
         {"num_classes": 10},
         changes_byzantine=False,
-        invalid=(({"num_classes": 1}, "num_classes must be an integer >= 2 or None, got 1"),),
+        invalid=(
+            ({"num_classes": 1}, "num_classes must be an integer >= 2 or None, got num_classes=1"),
+        ),
     ),
 )

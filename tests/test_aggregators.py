@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from fedpdmm import aggregators
 from fedpdmm.aggregators import (
+    RuleContext,
     aggregate,
     check_pipeline,
     finite_rows,
@@ -43,17 +44,19 @@ def build(case: Case | Invalid) -> aggregators.Aggregator:
     return get_pre(case.name, **case.params) if case.pre else get(case.name, **case.params)
 
 
+def context(x: torch.Tensor, seed: int = 0) -> RuleContext:
+    """Everything any rule may need for rows x: a center, a reference and a seeded generator."""
+    return RuleContext(
+        center=x.mean(dim=0) + 0.01,
+        reference=x.mean(dim=0),
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
 def call(agg: aggregators.Aggregator, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """The value of `agg` on x, called directly with the keywords it declares."""
-    keywords: dict = {}
-    if agg.needs_center:
-        keywords["center"] = x.mean(dim=0) + 0.01
-    if agg.needs_reference:
-        keywords["reference"] = x.mean(dim=0)
-    if agg.randomized:
-        keywords["generator"] = torch.Generator().manual_seed(seed)
-    out = agg(x, **keywords)
-    return out[0] if agg.stateful else out
+    """The value of `agg` on x, called through `apply` with what it declares it needs."""
+    value, _ = agg.apply(x, context(x, seed))
+    return value
 
 
 def randn(n: int, d: int, seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -119,13 +122,7 @@ def test_a_single_row_is_returned_unchanged_where_the_parameters_allow_it(case: 
 def test_aggregate_calls_every_rule_like_a_direct_call(case: Case):
     rule = build(case)
     x = randn(9, 5, seed=2)
-    result = aggregate(
-        x,
-        rule,
-        center=x.mean(dim=0) + 0.01,
-        reference=x.mean(dim=0),
-        generator=torch.Generator().manual_seed(3),
-    )
+    result = aggregate(x, rule, context=context(x, seed=3))
     assert torch.equal(result.value, call(rule, x, seed=3))
     assert result.num_dropped == 0
     assert (result.state is not None) == rule.stateful
@@ -539,7 +536,7 @@ def test_all_rows_nonfinite_raises():
     with pytest.raises(NonFiniteError, match="all 3 rows to aggregate are non-finite"):
         aggregate(x, get("median"))
     with pytest.raises(NonFiniteError, match="centered_clipping: center has NaN or Inf"):
-        aggregate(randn(3, 2), get("centered_clipping", tau=1.0), center=x[0])
+        aggregate(randn(3, 2), get("centered_clipping", tau=1.0), context=RuleContext(center=x[0]))
 
 
 def test_foolsgold_state_follows_clients_across_rounds_and_dropped_rows():
@@ -547,7 +544,7 @@ def test_foolsgold_state_follows_clients_across_rounds_and_dropped_rows():
     first, second = randn(4, 3, seed=12), randn(4, 3, seed=13)
     result = aggregate(first, rule)
     second[2] = math.inf
-    result = aggregate(second, rule, state=result.state)
+    result = aggregate(second, rule, context=RuleContext(state=result.state))
     assert result.num_dropped == 1
     history = first + second
     history[2] = first[2]  # client 2's non-finite row never enters its history

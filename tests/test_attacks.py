@@ -119,7 +119,9 @@ def test_invalid_params_raise_config_error_naming_attack_and_params(case, params
 
 
 def test_unknown_attack_lists_valid_names():
-    with pytest.raises(ConfigError, match=r"unknown attack 'sign_flp'; valid attacks: alie, "):
+    with pytest.raises(
+        ConfigError, match=r"unknown attack 'sign_flp'; valid names: none, sign_flip, "
+    ):
         attacks.get("sign_flp")
 
 

@@ -5,10 +5,11 @@ Build a rule by name, then call it or hand it to `aggregate`:
     rule = aggregators.get("trimmed_mean", f=2)       # [n, d] -> [d]
     pre = [aggregators.get_pre("nnm", f=2)]           # [n, d] -> [m, d], applied in order
     result = aggregators.aggregate(x, rule, pre)      # (value [d], state, num_dropped)
+    result = aggregators.aggregate(x, rule, pre, RuleContext(center=v, generator=g))
 
 Each built rule is a frozen dataclass (picklable, compared by value) whose fields are its
-hyperparameters (`params`). Class attributes say how it is called, so the engine can call every
-rule the same way through `aggregate`:
+hyperparameters (`params`). Class attributes say how it is called; `rule.apply(x, context)` reads
+them, so every rule is called the same way, with one `RuleContext` in and `(value, state)` out:
 
     stateless            agg(x) -> [d]
     needs_center         agg(x, center=v) -> [d]             (centered_clipping)
@@ -22,7 +23,7 @@ and keep its dtype; they assume finite rows: `aggregate` removes rows with NaN o
 counts them, and lowers each f by that count. Randomness only comes from the `generator` passed.
 """
 
-from fedpdmm.aggregators._base import Aggregator, PreAggregator
+from fedpdmm.aggregators._base import Aggregator, PreAggregator, RuleContext
 from fedpdmm.aggregators._kernels import finite_rows
 from fedpdmm.aggregators.clipping import CenteredClipping
 from fedpdmm.aggregators.coordinate import Meamed, Mean, Median, TrimmedMean
@@ -67,6 +68,7 @@ __all__ = [
     "Median",
     "MultiKrum",
     "PreAggregator",
+    "RuleContext",
     "TrimmedMean",
     "aggregate",
     "check_pipeline",

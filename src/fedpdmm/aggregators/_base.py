@@ -8,22 +8,37 @@ number of rows n. Both raise `ConfigError` with a message that names the values 
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
 
 from fedpdmm.errors import ConfigError, DataError
+from fedpdmm.registry import need_float, need_int
+
+__all__ = ["need_float", "need_int"]
+
+
+class RuleContext(NamedTuple):
+    """Everything a rule may need beyond its rows, in one object (fields unused by a rule are
+    ignored): `center` [d] (centered clipping's start), `reference` [d] (FLTrust's server
+    update), `generator` (randomized rules and pre-aggregations), `clients` [n] (ids of the
+    senders, for per-client state) and `state` (the memory of a stateful rule)."""
+
+    center: Tensor | None = None
+    reference: Tensor | None = None
+    generator: torch.Generator | None = None
+    clients: Tensor | None = None
+    state: Any = None
 
 
 class Aggregator:
     """Base of rules (`[n, d] -> [d]`) and pre-aggregations (`[n, d] -> [m, d]`).
 
-    Class attributes say how the rule must be called; `fedpdmm.aggregators.aggregate` reads them:
-    `needs_center` (keyword `center=` [d]), `needs_reference` (keyword `reference=` [d]),
-    `stateful` (keyword `state=`, returns `(value, new_state)`), `randomized` (keyword
-    `generator=`, a `torch.Generator`).
+    Class attributes say how the rule must be called, and `apply` is the one place that reads
+    them: `needs_center` (keyword `center=` [d]), `needs_reference` (keyword `reference=` [d]),
+    `stateful` (keywords `state=`, `clients=`; returns `(value, new_state)`), `randomized`
+    (keyword `generator=`, a `torch.Generator`).
     """
 
     name: ClassVar[str]
@@ -41,6 +56,19 @@ class Aggregator:
         """Raise `ConfigError` if the rule cannot aggregate n rows."""
         if n < 1:
             raise ConfigError(f"{self.name} needs at least one row, got n={n}")
+
+    def apply(self, x: Tensor, context: RuleContext = RuleContext()) -> tuple[Tensor, Any]:
+        """`(value, new state)`: the rule on `x` `[n, d]` with what it needs from `context`."""
+        keywords: dict[str, Any] = {}
+        if self.needs_center:
+            keywords["center"] = context.center
+        if self.needs_reference:
+            keywords["reference"] = context.reference
+        if self.randomized:
+            keywords["generator"] = context.generator
+        if self.stateful:
+            return self(x, state=context.state, clients=context.clients, **keywords)  # type: ignore[operator]
+        return self(x, **keywords), context.state  # type: ignore[operator]
 
     def with_fewer_byzantine(self, dropped: int) -> Aggregator:
         """The same rule with the Byzantine budget f lowered by `dropped` known-bad rows (>= 0)."""
@@ -61,23 +89,6 @@ class PreAggregator(Aggregator):
     def output_rows(self, n: int) -> int:
         """m, the number of rows returned for n input rows."""
         return n
-
-
-def need_int(rule: str, key: str, value: object, minimum: int) -> int:
-    """`value` as an int >= minimum, else `ConfigError` naming it."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{rule}: {key} must be an integer >= {minimum}, got {key}={value!r}")
-    return value
-
-
-def need_float(rule: str, key: str, value: object, *, positive: bool = True) -> float:
-    """`value` as a finite float (> 0 if `positive`, else >= 0); ints are accepted."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        number = float(value)
-        if math.isfinite(number) and (number > 0 if positive else number >= 0):
-            return number
-    bound = "> 0" if positive else ">= 0"
-    raise ConfigError(f"{rule}: {key} must be a finite number {bound}, got {key}={value!r}")
 
 
 def set_field(obj: object, key: str, value: object) -> None:

@@ -178,9 +178,13 @@ def lowest_row(scores: Tensor, x: Tensor) -> int:
 def finite_rows(x: Tensor) -> Tensor:
     """`[n]` bool: True where row i of `[n, d]` has no NaN or Inf.
 
-    A row with a NaN or Inf has a non-finite sum, so one summing pass clears most rows; only
-    rows whose sum is not finite (possibly an overflow of finite values) are checked entry-wise.
+    One sum over everything settles the common all-finite case in a single read (NaN and Inf make
+    it non-finite); otherwise row sums clear most rows, and only rows whose sum is not finite
+    (possibly an overflow of finite values) are checked entry-wise. No `[n, d]` boolean
+    temporary is built unless a row is suspect.
     """
+    if x.numel() == 0 or bool(torch.isfinite(x.sum())):
+        return torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
     finite = torch.isfinite(x.sum(dim=1))
     suspects = (~finite).nonzero()[:, 0]
     if suspects.numel():

@@ -1,8 +1,7 @@
-"""Name -> class tables for rules and pre-aggregations, and `get` / `get_pre` to build them."""
+"""Name -> class registries for rules and pre-aggregations, and `get` / `get_pre` to build them."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from fedpdmm.aggregators._base import Aggregator, PreAggregator
@@ -12,10 +11,11 @@ from fedpdmm.aggregators.distance import Bulyan, GeometricMedian, Krum, MultiKru
 from fedpdmm.aggregators.pre import ARC, NNM, Bucketing, Clip
 from fedpdmm.aggregators.similarity import DnC, FLTrust, FoolsGold
 from fedpdmm.errors import ConfigError
+from fedpdmm.registry import Registry
 
-RULES: dict[str, type[Aggregator]] = {
-    cls.name: cls
-    for cls in (
+RULES: Registry[type[Aggregator]] = Registry(
+    "aggregation rule",
+    (
         Mean,
         Median,
         TrimmedMean,
@@ -28,22 +28,23 @@ RULES: dict[str, type[Aggregator]] = {
         FoolsGold,
         DnC,
         FLTrust,
-    )
-}
+    ),
+    label="{name}",
+)
 
-PRE_AGGREGATIONS: dict[str, type[PreAggregator]] = {
-    cls.name: cls for cls in (NNM, Bucketing, Clip, ARC)
-}
+PRE_AGGREGATIONS: Registry[type[PreAggregator]] = Registry(
+    "pre-aggregation", (NNM, Bucketing, Clip, ARC), label="{name}"
+)
 
 
 def names() -> list[str]:
     """Names of the aggregation rules, for `get`."""
-    return list(RULES)
+    return RULES.names()
 
 
 def pre_names() -> list[str]:
     """Names of the pre-aggregations, for `get_pre`."""
-    return list(PRE_AGGREGATIONS)
+    return PRE_AGGREGATIONS.names()
 
 
 def get(name: str, **params: Any) -> Aggregator:
@@ -52,39 +53,18 @@ def get(name: str, **params: Any) -> Aggregator:
     Raises `ConfigError` for an unknown name, an unknown or missing parameter, or a bad value.
     """
     if name in PRE_AGGREGATIONS:
-        hint = f"; {name!r} is a pre-aggregation, use get_pre"
-        raise _unknown("aggregation rule", name, RULES, hint)
-    return _build(RULES, "aggregation rule", name, params)  # type: ignore[return-value]
+        raise ConfigError(
+            f"unknown aggregation rule {name!r}; {name!r} is a pre-aggregation, use get_pre; "
+            f"valid names: {', '.join(RULES)}"
+        )
+    return RULES.build(name, **params)
 
 
 def get_pre(name: str, **params: Any) -> PreAggregator:
     """The pre-aggregation `name` with hyperparameters `params`, e.g. `get_pre("nnm", f=2)`."""
     if name in RULES:
-        raise _unknown("pre-aggregation", name, PRE_AGGREGATIONS, f"; {name!r} is a rule, use get")
-    return _build(PRE_AGGREGATIONS, "pre-aggregation", name, params)  # type: ignore[return-value]
-
-
-def _unknown(kind: str, name: object, table: dict[str, Any], hint: str = "") -> ConfigError:
-    return ConfigError(f"unknown {kind} {name!r}{hint}; valid names: {', '.join(table)}")
-
-
-def _build(table: dict[str, type[Aggregator]], kind: str, name: str, params: dict) -> Aggregator:
-    cls = table.get(name) if isinstance(name, str) else None
-    if cls is None:
-        raise _unknown(kind, name, table)
-    fields = dataclasses.fields(cls)
-    valid = [field.name for field in fields]
-    listing = f"valid parameters of {name}: {', '.join(valid) or 'none'}"
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise ConfigError(f"{name}: unknown parameter(s) {', '.join(unknown)}; {listing}")
-    missing = [
-        field.name
-        for field in fields
-        if field.name not in params
-        and field.default is dataclasses.MISSING
-        and field.default_factory is dataclasses.MISSING
-    ]
-    if missing:
-        raise ConfigError(f"{name}: missing parameter(s) {', '.join(missing)}; {listing}")
-    return cls(**params)
+        raise ConfigError(
+            f"unknown pre-aggregation {name!r}; {name!r} is a rule, use get; "
+            f"valid names: {', '.join(PRE_AGGREGATIONS)}"
+        )
+    return PRE_AGGREGATIONS.build(name, **params)

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from fedpdmm.aggregators._base import Aggregator, PreAggregator, check_matrix
+from fedpdmm.aggregators._base import Aggregator, PreAggregator, RuleContext, check_matrix
 from fedpdmm.aggregators._kernels import finite_rows
 from fedpdmm.errors import ConfigError, NonFiniteError
 
@@ -45,22 +45,16 @@ def aggregate(
     x: Tensor,
     rule: Aggregator,
     pre: Sequence[PreAggregator] = (),
-    *,
-    center: Tensor | None = None,
-    reference: Tensor | None = None,
-    state: Any = None,
-    generator: torch.Generator | None = None,
-    clients: Tensor | None = None,
+    context: RuleContext = RuleContext(),
 ) -> AggregateResult:
     """Aggregate `[n, d]` rows robustly: `[n, d] -> AggregateResult(value [d], state, dropped)`.
 
     1. Rows with a NaN or Inf are Byzantine: they are removed and counted, and every f of the
        rule and of `pre` is lowered by that count (at least 0), since they used up part of the
        budget (so the n >= ... conditions that held before still hold).
-    2. The pre-aggregations run in order (`generator=` for the randomized ones).
-    3. The rule runs with the keywords it declares: `center=` (`needs_center`), `reference=`
-       (`needs_reference`), `generator=` (`randomized`), `state=` and `clients=` (`stateful`;
-       `clients` [n] ids of the senders, default 0..n-1, filtered with the rows).
+    2. The pre-aggregations run in order (with `context.generator` for the randomized ones).
+    3. The rule runs with what it declares it needs from `context` (`Aggregator.apply`);
+       `context.clients` ([n] sender ids, default 0..n-1) is filtered with the rows.
     Raises `NonFiniteError` if every row, the center or the reference is non-finite.
     """
     n, _ = check_matrix(rule.name if isinstance(rule, Aggregator) else "aggregate", x)
@@ -78,21 +72,16 @@ def aggregate(
         rule = rule.with_fewer_byzantine(dropped)
         pre = [step.with_fewer_byzantine(dropped) for step in pre]
         if rule.stateful:
-            clients = finite.nonzero()[:, 0] if clients is None else clients[finite]
+            clients = finite.nonzero()[:, 0] if context.clients is None else context.clients[finite]
+            context = context._replace(clients=clients)
     check_pipeline(rule, pre, n=kept)
     for step in pre:
-        x = step(x, generator=generator) if step.randomized else step(x)
-    keywords: dict[str, Any] = {}
+        x, _ = step.apply(x, context)
     if rule.needs_center:
-        keywords["center"] = _finite_point(rule, "center", center)
+        _finite_point(rule, "center", context.center)
     if rule.needs_reference:
-        keywords["reference"] = _finite_point(rule, "reference", reference)
-    if rule.randomized:
-        keywords["generator"] = generator
-    if rule.stateful:
-        value, state = rule(x, state=state, clients=clients, **keywords)
-    else:
-        value = rule(x, **keywords)
+        _finite_point(rule, "reference", context.reference)
+    value, state = rule.apply(x, context)
     return AggregateResult(value, state, dropped)
 
 
@@ -108,7 +97,6 @@ def _as_steps(rule: object, pre: object) -> list[PreAggregator]:
     return steps
 
 
-def _finite_point(rule: Aggregator, key: str, point: Tensor | None) -> Tensor | None:
+def _finite_point(rule: Aggregator, key: str, point: Tensor | None) -> None:
     if isinstance(point, Tensor) and not bool(torch.isfinite(point).all()):
         raise NonFiniteError(f"{rule.name}: {key} has NaN or Inf entries; pass a finite {key}")
-    return point

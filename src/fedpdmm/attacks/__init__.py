@@ -11,10 +11,9 @@ vectors alike: rows are just vectors.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
-from fedpdmm.attacks.base import Attack, describe_params
+from fedpdmm.attacks.base import Attack
 from fedpdmm.attacks.basic import (
     ConstantValue,
     FloatBitFlip,
@@ -35,11 +34,11 @@ from fedpdmm.attacks.omniscient import (
     alie_z,
     coordinate_mean,
 )
-from fedpdmm.errors import ConfigError
+from fedpdmm.registry import Registry
 
-REGISTRY: dict[str, type[Attack]] = {
-    cls.name: cls
-    for cls in (
+REGISTRY: Registry[type[Attack]] = Registry(
+    "attack",
+    (
         NoAttack,
         SignFlip,
         GaussianNoise,
@@ -54,9 +53,10 @@ REGISTRY: dict[str, type[Attack]] = {
         OptimalALIE,
         OptimalIPM,
         LabelFlip,
-    )
-}
-ALIASES: dict[str, str] = {"bit_flip": "sign_flip"}
+    ),
+    aliases={"bit_flip": "sign_flip"},
+)
+ALIASES = REGISTRY.aliases
 
 __all__ = [
     "ALIASES",
@@ -85,31 +85,9 @@ __all__ = [
 
 def names(include_aliases: bool = True) -> list[str]:
     """Sorted names accepted by `get` (aliases such as `bit_flip` included unless asked not to)."""
-    return sorted([*REGISTRY, *(ALIASES if include_aliases else ())])
+    return sorted(REGISTRY.names(include_aliases))
 
 
 def get(name: str, **params: Any) -> Attack:
     """The attack `name` with its parameters bound; ConfigError for unknown names or bad params."""
-    cls = REGISTRY.get(ALIASES.get(name, name)) if isinstance(name, str) else None
-    if cls is None:
-        raise ConfigError(f"unknown attack {name!r}; valid attacks: {', '.join(names())}")
-    fields = {field.name: field for field in dataclasses.fields(cls)}
-    unknown = sorted(set(params) - set(fields))
-    if unknown:
-        raise ConfigError(
-            f"attack {cls.name!r}: unknown parameter(s) {', '.join(unknown)}; "
-            + describe_params(cls)
-        )
-    missing = [
-        key
-        for key, field in fields.items()
-        if key not in params
-        and field.default is dataclasses.MISSING
-        and field.default_factory is dataclasses.MISSING
-    ]
-    if missing:
-        raise ConfigError(
-            f"attack {cls.name!r}: missing parameter(s) {', '.join(missing)}; "
-            + describe_params(cls)
-        )
-    return cls(**params)
+    return REGISTRY.build(name, **params)

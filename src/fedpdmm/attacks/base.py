@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from fedpdmm.errors import ConfigError
+from fedpdmm.registry import describe_params, need_int
 
 
 class Attack:
@@ -26,13 +27,21 @@ class Attack:
 
     Subclasses are frozen dataclasses whose fields are the attack's parameters; they set the
     class attributes `name`, `omniscient` (reads honest rows, so it cannot run where a node sees
-    only its own message) and `data_attack` (corrupts training data rather than messages), and
-    implement `byzantine_rows`.
+    only its own message), `data_attack` (corrupts training data rather than messages) and
+    `needs_rule` (searches against the aggregation rule in use, passed as `aggregator`), and
+    implement `byzantine_rows`. `config_defaults` gives parameters read from the `[attack]`
+    section itself (e.g. `attack.sigma`), used where `[attack.params.<name>]` does not set them.
     """
 
     name: ClassVar[str] = ""
     omniscient: ClassVar[bool] = False
     data_attack: ClassVar[bool] = False
+    needs_rule: ClassVar[bool] = False
+
+    @classmethod
+    def config_defaults(cls, section: Any) -> dict[str, Any]:
+        """Parameters this attack takes from the `[attack]` config section (none by default)."""
+        return {}
 
     @property
     def params(self) -> dict[str, Any]:
@@ -118,19 +127,6 @@ def random_uniform(shape: tuple[int, ...], like: Tensor, generator: torch.Genera
 # Parameter checks: called from each attack's __post_init__; they return the normalised value.
 
 
-def describe_params(cls: type) -> str:
-    """'valid parameters: a=1.0, b (required)' for an attack class."""
-    parts = []
-    for field in dataclasses.fields(cls):
-        if field.default is not dataclasses.MISSING:
-            default = field.default
-            shown = getattr(default, "__name__", None) if callable(default) else None
-            parts.append(f"{field.name}={shown or repr(default)}")
-        else:
-            parts.append(f"{field.name} (required)")
-    return "valid parameters: " + (", ".join(parts) if parts else "none")
-
-
 def is_real(value: object) -> bool:
     """True for an int or float that is not a bool."""
     return isinstance(value, int | float) and not isinstance(value, bool)
@@ -167,13 +163,14 @@ def check_real(
 
 def check_int(attack: Attack, key: str, *, low: int, optional: bool = False) -> int | None:
     """The parameter `key` as an int >= low (or None when `optional`)."""
-    value = getattr(attack, key)
-    if optional and value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        none = " or None" if optional else ""
-        raise attack.fail(f"{key} must be an integer >= {low}{none}, got {value!r}")
-    return value
+    return need_int(
+        f"attack {attack.name!r}",
+        key,
+        getattr(attack, key),
+        low,
+        optional=optional,
+        hint=describe_params(type(attack)),
+    )
 
 
 def check_choice(attack: Attack, key: str, choices: tuple[str, ...]) -> str:

@@ -6,7 +6,7 @@ distributed deployment.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -69,6 +69,11 @@ class GaussianNoise(Attack):
     sigma: float = 0.1
     mode: str = "add"
     name: ClassVar[str] = "gaussian"
+
+    @classmethod
+    def config_defaults(cls, section: Any) -> dict[str, Any]:
+        """`attack.sigma` and `attack.mode` of the config's `[attack]` section."""
+        return {"sigma": section.sigma, "mode": section.mode}
 
     def __post_init__(self) -> None:
         set_param(self, "sigma", check_real(self, "sigma", low=0.0))

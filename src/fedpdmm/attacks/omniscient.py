@@ -277,6 +277,7 @@ class _LineSearched(Attack):
     grid_points: int = 21
     refine_steps: int = 12
     omniscient: ClassVar[bool] = True
+    needs_rule: ClassVar[bool] = True
     min_honest: ClassVar[int] = 1
 
     def __post_init__(self) -> None:

@@ -1,15 +1,4 @@
-"""Communication graphs on nodes 0..n-1, and the matrices and edge tables built from them.
-
-`build(name, n, seed=..., **params)` returns a connected, undirected `networkx.Graph`, the same one
-for the same arguments. Random graphs are drawn with integer seeds derived from `seed` (never from a
-global generator); a disconnected draw is replaced by a draw from the next derived seed, up to
-`MAX_ATTEMPTS` times, so a random topology is sampled *conditioned on being connected*. This
-matters at small n: the default radius `sqrt(ln n / n)` of `random_geometric` (used in earlier PDMM
-experiments by the paper's co-authors; about 1.8 times the connectivity threshold
-`sqrt(ln n / (pi n))`, Penrose 2003) connects 10 nodes only about 3 draws in 4.
-
-Every topology needs `num_nodes >= 2`; `ring` needs 3, `two_cliques` 4, `torus` 9.
-"""
+"""Communication graphs on nodes 0..n-1, drawn from a seed (see `fedpdmm.topology`)."""
 
 from __future__ import annotations
 
@@ -20,9 +9,9 @@ from numbers import Integral, Real
 from typing import Any
 
 import networkx as nx
-import torch
 
 from fedpdmm.errors import ConfigError
+from fedpdmm.registry import Registry
 from fedpdmm.seeding import derive_seed
 
 MAX_ATTEMPTS = 100
@@ -197,7 +186,10 @@ def _small_world(n: int, seed: int | None, k: int, p: float) -> nx.Graph:
 
 
 @dataclass(frozen=True)
-class _Topology:
+class Topology:
+    """A registered topology: how to draw it, how to resolve and check its parameters."""
+
+    name: str
     sample: Callable[..., nx.Graph]
     resolve: Callable[[int, Params], Params]
     defaults: Mapping[str, object]  # a number, or the formula in n when the default depends on n
@@ -210,65 +202,74 @@ class _Topology:
         return bool(self.hint)
 
 
-_TOPOLOGIES: dict[str, _Topology] = {
-    "star": _Topology(_star, _no_params, {}, "node 0 is a hub joined to every other node"),
-    "complete": _Topology(_complete, _no_params, {}, "every pair of nodes is joined"),
-    "ring": _Topology(_ring, _no_params, {}, "cycle 0-1-...-(n-1)-0", min_nodes=3),
-    "torus": _Topology(
-        _torus,
-        _torus_params,
-        {"rows": "largest factor <= sqrt(n) with rows, cols >= 3", "cols": "n / rows"},
-        "rows x cols grid with wrap-around, every degree 4; node r*cols + c is cell (r, c)",
-        min_nodes=9,
+TOPOLOGIES: Registry[Topology] = Registry(
+    "topology",
+    (
+        Topology("star", _star, _no_params, {}, "node 0 is a hub joined to every other node"),
+        Topology("complete", _complete, _no_params, {}, "every pair of nodes is joined"),
+        Topology("ring", _ring, _no_params, {}, "cycle 0-1-...-(n-1)-0", min_nodes=3),
+        Topology(
+            "torus",
+            _torus,
+            _torus_params,
+            {"rows": "largest factor <= sqrt(n) with rows, cols >= 3", "cols": "n / rows"},
+            "rows x cols grid with wrap-around, every degree 4; node r*cols + c is cell (r, c)",
+            min_nodes=9,
+        ),
+        Topology(
+            "erdos_renyi",
+            _erdos_renyi,
+            _erdos_renyi_params,
+            {"p": "min(1, 2 ln(n) / n)"},
+            "each pair joined independently with probability p (Erdos-Renyi G(n, p))",
+            hint="topology.p",
+        ),
+        Topology(
+            "random_geometric",
+            _random_geometric,
+            _random_geometric_params,
+            {"radius": "radius_scale * sqrt(ln(n) / n)", "radius_scale": 1.0},
+            "uniform points in the unit square, joined when closer than radius",
+            hint="topology.radius or topology.radius_scale",
+        ),
+        Topology(
+            "k_regular",
+            _k_regular,
+            _k_regular_params,
+            {"k": "min(4, n - 1)"},
+            "uniformly random graph with every degree k (n * k even)",
+            min_nodes=3,
+            hint="topology.k",
+        ),
+        Topology(
+            "small_world",
+            _small_world,
+            _small_world_params,
+            {"k": "min(4, n - 1 rounded down to even)", "p": 0.1},
+            "Watts-Strogatz: ring lattice with k neighbours, each edge rewired with probability p",
+            min_nodes=3,
+            hint="topology.k or a smaller topology.p",
+        ),
+        Topology(
+            "two_cliques",
+            _two_cliques,
+            _no_params,
+            {},
+            "complete graphs on 0..n//2-1 and n//2..n-1 joined by the one edge (n//2-1, n//2)",
+            min_nodes=4,
+        ),
     ),
-    "erdos_renyi": _Topology(
-        _erdos_renyi,
-        _erdos_renyi_params,
-        {"p": "min(1, 2 ln(n) / n)"},
-        "each pair joined independently with probability p (Erdos-Renyi G(n, p))",
-        hint="topology.p",
-    ),
-    "random_geometric": _Topology(
-        _random_geometric,
-        _random_geometric_params,
-        {"radius": "radius_scale * sqrt(ln(n) / n)", "radius_scale": 1.0},
-        "uniform points in the unit square, joined when closer than radius",
-        hint="topology.radius or topology.radius_scale",
-    ),
-    "k_regular": _Topology(
-        _k_regular,
-        _k_regular_params,
-        {"k": "min(4, n - 1)"},
-        "uniformly random graph with every degree k (n * k even)",
-        min_nodes=3,
-        hint="topology.k",
-    ),
-    "small_world": _Topology(
-        _small_world,
-        _small_world_params,
-        {"k": "min(4, n - 1 rounded down to even)", "p": 0.1},
-        "Watts-Strogatz: ring lattice with k neighbours, each edge rewired with probability p",
-        min_nodes=3,
-        hint="topology.k or a smaller topology.p",
-    ),
-    "two_cliques": _Topology(
-        _two_cliques,
-        _no_params,
-        {},
-        "complete graphs on 0..n//2-1 and n//2..n-1 joined by the one edge (n//2-1, n//2)",
-        min_nodes=4,
-    ),
-}
+)
 
 
 def names() -> tuple[str, ...]:
     """Names accepted by `build`, in registry order."""
-    return tuple(_TOPOLOGIES)
+    return tuple(TOPOLOGIES)
 
 
 def describe() -> list[tuple[str, dict[str, object], str]]:
     """`(name, {param: default}, description)` per topology; n-dependent defaults as formulas."""
-    return [(name, dict(t.defaults), t.description) for name, t in _TOPOLOGIES.items()]
+    return [(name, dict(t.defaults), t.description) for name, t in TOPOLOGIES.items()]
 
 
 def build(name: str, num_nodes: int, *, seed: int, **params: Any) -> nx.Graph:
@@ -278,7 +279,7 @@ def build(name: str, num_nodes: int, *, seed: int, **params: Any) -> nx.Graph:
     default. Raises ConfigError for an unknown name or key, an invalid value, or a random topology
     that stayed disconnected for `MAX_ATTEMPTS` derived seeds.
     """
-    topology = _TOPOLOGIES.get(name)
+    topology = TOPOLOGIES.get(name)
     if topology is None:
         raise ConfigError(f"unknown topology.name {name!r}; valid names: {', '.join(names())}")
     unknown = sorted(set(params) - set(topology.defaults))
@@ -310,124 +311,3 @@ def build(name: str, num_nodes: int, *, seed: int, **params: Any) -> nx.Graph:
         f"topology {name!r} with num_nodes={n}, {shown} was disconnected in all {MAX_ATTEMPTS} "
         f"draws from seed {seed}; use a larger {topology.hint}"
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Matrices and edge tables
-# ---------------------------------------------------------------------------------------------
-
-
-def _num_nodes(graph: nx.Graph) -> int:
-    """n, after checking that `graph` is undirected, loop-free and labelled 0..n-1."""
-    if graph.is_directed() or graph.is_multigraph():
-        raise ValueError(f"expected an undirected simple nx.Graph, got {type(graph).__name__}")
-    n = graph.number_of_nodes()
-    if set(graph.nodes) != set(range(n)):
-        raise ValueError(
-            f"graph nodes must be 0..{n - 1}; relabel with nx.convert_node_labels_to_integers"
-        )
-    loops = list(nx.selfloop_edges(graph))
-    if loops:
-        raise ValueError(f"graph has self-loops, e.g. at node {loops[0][0]}; remove them")
-    return n
-
-
-def edge_list(graph: nx.Graph) -> list[tuple[int, int]]:
-    """Undirected edges as sorted `(i, j)` pairs with i < j, in sorted order."""
-    _num_nodes(graph)
-    return sorted((min(i, j), max(i, j)) for i, j in graph.edges)
-
-
-def metropolis_weights(graph: nx.Graph) -> torch.Tensor:
-    """Metropolis-Hastings mixing matrix W [n, n] float64 (Xiao, Boyd, Lall 2005).
-
-    W_ij = 1 / (1 + max(d_i, d_j)) for each edge, W_ii = 1 - sum_j W_ij, 0 elsewhere: symmetric,
-    doubly stochastic and nonnegative.
-    """
-    n = _num_nodes(graph)
-    weights = torch.zeros(n, n, dtype=torch.float64)
-    if graph.number_of_edges():
-        pairs = torch.tensor(edge_list(graph), dtype=torch.int64)
-        degree = torch.tensor([graph.degree(i) for i in range(n)], dtype=torch.float64)
-        i, j = pairs[:, 0], pairs[:, 1]
-        w = 1.0 / (1.0 + torch.maximum(degree[i], degree[j]))
-        weights[i, j] = w
-        weights[j, i] = w
-    weights += torch.diag(1.0 - weights.sum(dim=1))
-    return weights
-
-
-def spectral_gap(graph: nx.Graph) -> float:
-    """1 - SLEM of the Metropolis matrix W, where SLEM = max(|lambda_2|, |lambda_n|) of W.
-
-    Gossip x <- W x contracts the disagreement by the SLEM per round (Xiao and Boyd 2004), so a gap
-    near 0 means slow mixing; it is 0 for a disconnected graph and 1 for n = 2 joined nodes.
-    """
-    eigenvalues = torch.linalg.eigvalsh(metropolis_weights(graph))  # ascending, last one is 1
-    if eigenvalues.numel() < 2:
-        return 1.0
-    slem = eigenvalues[:-1].abs().max().item()
-    return max(0.0, 1.0 - slem)
-
-
-def algebraic_connectivity(graph: nx.Graph) -> float:
-    """Second smallest eigenvalue of the Laplacian L = D - A (Fiedler 1973); > 0 iff connected."""
-    n = _num_nodes(graph)
-    if n < 2:
-        return 0.0
-    adjacency = (metropolis_weights(graph) > 0).to(torch.float64).fill_diagonal_(0.0)
-    laplacian = torch.diag(adjacency.sum(dim=1)) - adjacency
-    return max(0.0, torch.linalg.eigvalsh(laplacian)[1].item())
-
-
-def isolated_honest(graph: nx.Graph, byzantine: torch.Tensor) -> list[int]:
-    """Honest nodes all of whose neighbours are Byzantine (`byzantine`: bool [n]), sorted.
-
-    No rule can protect such a node: every message it receives is the attacker's. A node without
-    neighbours counts as isolated too.
-    """
-    n = _num_nodes(graph)
-    if byzantine.dtype != torch.bool or byzantine.shape != (n,):
-        raise ValueError(
-            f"byzantine must be a bool tensor of shape [{n}], got {byzantine.dtype} "
-            f"{list(byzantine.shape)}"
-        )
-    mask = byzantine.tolist()
-    return [i for i in range(n) if not mask[i] and all(mask[j] for j in graph.neighbors(i))]
-
-
-@dataclass(frozen=True)
-class EdgeIndex:
-    """The 2E directed edges of an undirected graph, sorted by (src, dst).
-
-    Edge e runs src[e] -> dst[e]; reverse[e] is the index of dst[e] -> src[e];
-    sign[e] = A(src|dst) = +1 if src < dst else -1 (the PDMM constraint matrix entry);
-    degree[i] is the number of edges leaving node i. Per-edge quantities live in one [2E, ...]
-    tensor indexed like these.
-    """
-
-    src: torch.Tensor  # [2E] int64
-    dst: torch.Tensor  # [2E] int64
-    reverse: torch.Tensor  # [2E] int64
-    sign: torch.Tensor  # [2E] float64
-    degree: torch.Tensor  # [n] int64
-    num_nodes: int
-
-    @property
-    def num_directed_edges(self) -> int:
-        """2E."""
-        return int(self.src.numel())
-
-
-def edge_index(graph: nx.Graph) -> EdgeIndex:
-    """The `EdgeIndex` of `graph` (undirected, nodes 0..n-1, no self-loops)."""
-    n = _num_nodes(graph)
-    pairs = torch.tensor(edge_list(graph), dtype=torch.int64).reshape(-1, 2)
-    both = torch.cat([pairs, pairs.flip(1)])
-    key = both[:, 0] * n + both[:, 1]
-    key, order = torch.sort(key)
-    src, dst = both[order, 0], both[order, 1]
-    reverse = torch.searchsorted(key, dst * n + src)
-    sign = torch.where(src < dst, 1.0, -1.0).to(torch.float64)
-    degree = torch.bincount(src, minlength=n)
-    return EdgeIndex(src, dst, reverse, sign, degree, n)
