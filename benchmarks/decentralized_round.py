@@ -1,9 +1,10 @@
 """Where a peer-to-peer round spends its time: local training versus messaging on the edges.
 
-Runs the engine's own pieces (the same calls `fedpdmm.engine` makes in a decentralized round) on
-MNIST with the MLP, 100 nodes on a random geometric graph by default, and prints one table row per
-algorithm: seconds per round in local training, in building the per-edge messages (with a
-Byzantine sign flip on them), and in combining them, with the share of local training.
+Runs the engine's own round (`fedpdmm.rounds.step` with the in-process `LocalWork`) on MNIST with
+the MLP, 100 nodes on a random geometric graph by default, 10 of them Byzantine with a sign flip
+on every edge, and prints one table row per algorithm: seconds per round in local training, in
+building and attacking the per-edge messages, and in the rest of the step (acceptance check and
+combining), with the share of local training.
 
     python benchmarks/decentralized_round.py --data-dir ../shared/datasets [--nodes 100]
 """
@@ -12,42 +13,53 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass, field
 
 import torch
 
 from fedpdmm import config as config_module
-from fedpdmm import engine
-from fedpdmm.algorithms.common import finite_rows
+from fedpdmm.build import build_algorithm, build_attack
+from fedpdmm.engine import LocalWork
+from fedpdmm.rounds import Target, step
+from fedpdmm.setup import Setup, build_setup
 
 
-def measure(setup: engine.Setup, name: str, rounds: int) -> dict[str, float]:
-    algorithm = engine.build_algorithm(name, setup)
-    attack = engine.build_attack("sign_flip", setup.config)
-    state = algorithm.init(setup.x0)
-    byzantine_edges = setup.byzantine.index_select(0, setup.edges.src)
-    totals = {"training": 0.0, "messages": 0.0, "combine": 0.0}
-    for round_index in range(1, rounds + 1):
+@dataclass
+class TimedWork(LocalWork):
+    """`LocalWork` that adds up the seconds of its two phases."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: {"training": 0.0, "messages": 0.0})
+
+    def train(self, *args, **kwargs):
         began = time.perf_counter()
-        problem = algorithm.local_problem(state)
-        trained = engine.local_training(setup, problem, setup.client_data, round_index)
-        state = algorithm.finish(state, trained)
-        trained_at = time.perf_counter()
-        messages = engine.corrupt(
-            attack,
-            algorithm.encode_nodes(state, trained),
-            byzantine_edges,
-            setup.config.seed,
-            round_index,
-            setup.edge_keys,
-        )
-        sent_at = time.perf_counter()
-        state = algorithm.combine(state, messages, finite_rows(messages))
-        done = time.perf_counter()
-        if round_index > 1:  # the first round warms up allocations
-            totals["training"] += trained_at - began
-            totals["messages"] += sent_at - trained_at
-            totals["combine"] += done - sent_at
-    return {key: value / (rounds - 1) for key, value in totals.items()}
+        result = super().train(*args, **kwargs)
+        self.seconds["training"] += time.perf_counter() - began
+        return result
+
+    def send(self, *args, **kwargs):
+        began = time.perf_counter()
+        result = super().send(*args, **kwargs)
+        self.seconds["messages"] += time.perf_counter() - began
+        return result
+
+
+def measure(setup: Setup, name: str, rounds: int) -> dict[str, float]:
+    config, network = setup.config, setup.network
+    algorithm = build_algorithm(name, config, network, setup.data.clients.sizes)
+    attack = build_attack("sign_flip", config)
+    work = TimedWork(setup, attack, Target.MESSAGE, network.byzantine, setup.data.clients)
+    state = algorithm.init(setup.x0)
+    total = 0.0
+    for round_index in range(1, rounds + 1):
+        if round_index == 2:  # the first round warms up allocations
+            work.seconds = {"training": 0.0, "messages": 0.0}
+        began = time.perf_counter()
+        state, _ = step(algorithm, state, work, round_index, seed=config.seed)
+        if round_index > 1:
+            total += time.perf_counter() - began
+    per_round = {key: value / (rounds - 1) for key, value in work.seconds.items()}
+    per_round["combine"] = total / (rounds - 1) - per_round["training"] - per_round["messages"]
+    return per_round
 
 
 def main() -> None:
@@ -69,8 +81,8 @@ def main() -> None:
             "local.batch_size=64",
         ],
     )
-    setup = engine.build_setup(config, args.data_dir)
-    edges = setup.edges
+    setup = build_setup(config, args.data_dir)
+    edges = setup.network.edges
     print(
         f"MNIST MLP ({setup.model.dim} parameters), {args.nodes} nodes, random geometric graph "
         f"with {edges.num_directed_edges} directed edges, {args.byzantine} Byzantine (sign flip "

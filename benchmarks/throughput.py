@@ -27,10 +27,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedpdmm import engine, local
+from fedpdmm import evaluation as evaluation_module
 from fedpdmm.config import load
 from fedpdmm.data import load_dataset, partition
 from fedpdmm.models import FlatModel
 from fedpdmm.seeding import generator
+from fedpdmm.setup import build_setup
 
 PRESET = ["data.name=mnist", "model.name=mlp", "model.hidden=[200]"]
 PRESET += ["local.steps=10", "local.batch_size=64", "local.lr=0.05", "attacks=['none']"]
@@ -67,14 +69,14 @@ def engine_table(clients: int, threads: int, rounds: int, data_dir: str, compare
     torch.set_num_threads(threads)
     overrides = [*PRESET, f"data.num_clients={clients}", f"rounds={rounds}"]
     config = load(None, [*overrides, f"eval_every={rounds}", "algorithms=['fedavg', 'pdmm']"])
-    setup = engine.build_setup(config, data_dir)
+    setup = build_setup(config, data_dir)
     steps, batch, lr = config.local.steps, config.local.batch_size, config.local.lr
     samples = clients * steps * batch
     speeds: dict[str, list[float]] = defaultdict(list)
     ratios: dict[str, list[float]] = defaultdict(list)
     evaluation: list[float] = []
     running = {"path": ""}
-    real_train, real_evaluate = local.train, engine.evaluate
+    real_train, real_evaluate = local.train, evaluation_module.evaluate
 
     def train_then_compare(model, start, data, all_clients, round_index, **kwargs):
         began = time.perf_counter()
@@ -105,7 +107,7 @@ def engine_table(clients: int, threads: int, rounds: int, data_dir: str, compare
         real_train(
             setup.model,
             warm_up,
-            setup.client_data,
+            setup.data.clients,
             torch.arange(clients),
             0,
             steps=1,
@@ -114,14 +116,14 @@ def engine_table(clients: int, threads: int, rounds: int, data_dir: str, compare
             seed=config.seed,
             mode=mode,
         )
-    positions = local.batch_positions(setup.client_data, torch.arange(clients), 0, 1, batch, 0)
+    positions = local.batch_positions(setup.data.clients, torch.arange(clients), 0, 1, batch, 0)
     bare_round(
         bare_mlp(setup.model.shapes[0][1], config.model.hidden[0], 10),
-        setup.client_data,
+        setup.data.clients,
         positions,
         lr,
     )
-    engine.train, engine.evaluate = train_then_compare, evaluate_timed
+    engine.train, evaluation_module.evaluate = train_then_compare, evaluate_timed
     try:
         for algorithm, running["path"] in (
             ("fedavg", "engine fedavg (fused)"),
@@ -129,7 +131,7 @@ def engine_table(clients: int, threads: int, rounds: int, data_dir: str, compare
         ):
             engine.run_combination(setup, algorithm, "none", "none")
     finally:
-        engine.train, engine.evaluate = real_train, real_evaluate
+        engine.train, evaluation_module.evaluate = real_train, real_evaluate
     rows = [
         (clients, threads, path, statistics.median(speeds[path]), statistics.median(ratios[path]))
         for path in speeds

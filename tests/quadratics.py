@@ -43,8 +43,9 @@ def run_graph_algorithm(algorithm, q: torch.Tensor, a: torch.Tensor, rounds: int
     state = algorithm.init(torch.zeros(q.shape[1], dtype=q.dtype))
     accepted = torch.ones(algorithm.edges.num_directed_edges, dtype=torch.bool)
     for _ in range(rounds):
-        problem = algorithm.local_problem(state)
+        nodes, problem = algorithm.receive(state.nodes, None)
         trained = all_prox(q, a, problem.center, problem.rho)
-        state = algorithm.finish(state, trained)
-        state = algorithm.combine(state, algorithm.encode_nodes(state, trained), accepted)
-    return algorithm.node_models(state)
+        nodes = algorithm.finish(nodes, trained)
+        messages = algorithm.encode_nodes(nodes, trained)
+        state = algorithm.combine(state._replace(nodes=nodes), messages, accepted)
+    return algorithm.models(state)[1]

@@ -1,5 +1,5 @@
 """Specification of `fedpdmm.algorithms`: FedAvg and PDMM with a server, driven through their
-step functions (downlink -> receive -> local solve -> finish -> encode -> update) with exact local
+step functions (downlink -> receive -> local solve -> finish -> encode -> combine) with exact local
 solvers on strongly convex quadratics f_i(x) = 0.5 (x - a_i)^T Q_i (x - a_i), in float64."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from quadratics import quadratics as _quadratics
 
 from fedpdmm import pdmm
-from fedpdmm.algorithms import FedAvg, LocalProblem, PDMMStar
+from fedpdmm.algorithms import FedAvg, LocalProblem, PDMMStar, RoundState
 from fedpdmm.seeding import generator
 
 
@@ -77,16 +77,16 @@ def one_round(
     messages = algorithm.encode(clients, trained)
     if accepted is None:
         accepted = torch.ones(messages.shape[0], dtype=torch.bool)
-    return algorithm.update(server, messages, accepted), clients, messages
+    server, clients = algorithm.combine(RoundState(server, clients), messages, accepted)
+    return server, clients, messages
 
 
-def run_rounds(
-    algorithm: Any, x0: torch.Tensor, local: LocalSolver, rounds: int
-) -> tuple[Any, Any]:
+def run_rounds(algorithm: Any, x0: torch.Tensor, local: LocalSolver, rounds: int) -> RoundState:
+    """`RoundState(server, clients)` after `rounds` rounds from `x0`."""
     server, clients = algorithm.init(x0)
     for _ in range(rounds):
         server, clients, _ = one_round(algorithm, server, clients, local, None)
-    return server, clients
+    return RoundState(server, clients)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,10 +101,12 @@ def test_pdmm_star_reaches_the_centralized_optimum(c: float, theta: float) -> No
     optimum = consensus_optimum(q, a)
     algorithm = PDMMStar(num_clients=N, c=c, theta=theta)
     x0 = torch.randn(DIM, generator=generator(0, "x0"), dtype=torch.float64)
-    server, clients = run_rounds(algorithm, x0, exact_prox(q, a), rounds=500)
-    assert relative_error(algorithm.global_model(server), optimum) < 1e-8
-    assert relative_error(algorithm.client_models(clients), optimum) < 1e-8
-    assert algorithm.global_model(server).dtype == torch.float64
+    global_model, client_models = algorithm.models(
+        run_rounds(algorithm, x0, exact_prox(q, a), rounds=500)
+    )
+    assert relative_error(global_model, optimum) < 1e-8
+    assert relative_error(client_models, optimum) < 1e-8
+    assert global_model.dtype == torch.float64
 
 
 def test_pdmm_star_client_problem_is_the_pdmm_x_update() -> None:
@@ -131,7 +133,9 @@ def test_pdmm_star_client_problem_is_the_pdmm_x_update() -> None:
     clients = algorithm.finish(clients, trained)
     messages = algorithm.encode(clients, trained)
     torch.testing.assert_close(messages, z_new + 2 * c * trained, rtol=0, atol=1e-14)
-    new_server = algorithm.update(server, messages, torch.ones(N, dtype=torch.bool))
+    new_server = algorithm.combine(
+        RoundState(server, clients), messages, torch.ones(N, dtype=torch.bool)
+    ).hub
     expected_z = (1 - theta) * z_s + theta * messages
     torch.testing.assert_close(new_server.z, expected_z, rtol=0, atol=1e-14)
     torch.testing.assert_close(new_server.x, expected_z.mean(0) / c, rtol=0, atol=1e-14)
@@ -164,11 +168,11 @@ def test_pdmm_star_fixed_point_equals_the_generic_solver(theta: float) -> None:
     graph = star_graph_with_hub_last(N)
     generic = pdmm.solve(star_prox(q, a), graph, DIM, c=c, theta=theta, rounds=600)
     algorithm = PDMMStar(num_clients=N, c=c, theta=theta)
-    server, clients = run_rounds(
-        algorithm, torch.zeros(DIM, dtype=torch.float64), exact_prox(q, a), rounds=300
+    global_model, client_models = algorithm.models(
+        run_rounds(algorithm, torch.zeros(DIM, dtype=torch.float64), exact_prox(q, a), rounds=300)
     )
-    torch.testing.assert_close(algorithm.client_models(clients), generic[:N], rtol=0, atol=1e-9)
-    torch.testing.assert_close(algorithm.global_model(server), generic[N], rtol=0, atol=1e-9)
+    torch.testing.assert_close(client_models, generic[:N], rtol=0, atol=1e-9)
+    torch.testing.assert_close(global_model, generic[N], rtol=0, atol=1e-9)
 
 
 @pytest.mark.parametrize("rounds", [1, 2, 5])
@@ -203,7 +207,7 @@ def test_pdmm_star_rejected_message_leaves_that_server_dual_unchanged() -> None:
     messages = algorithm.encode(clients, trained)
     messages[2] = float("nan")
     accepted = torch.isfinite(messages).all(dim=1)
-    new = algorithm.update(server, messages, accepted)
+    new = algorithm.combine(RoundState(server, clients), messages, accepted).hub
 
     assert torch.equal(new.z[2], before[2])
     others = accepted.nonzero().flatten()
@@ -211,7 +215,7 @@ def test_pdmm_star_rejected_message_leaves_that_server_dual_unchanged() -> None:
     torch.testing.assert_close(new.z[others], expected, rtol=0, atol=1e-14)
     assert torch.isfinite(new.x).all()
     torch.testing.assert_close(new.x, new.z.mean(0) / 1.0, rtol=0, atol=1e-14)
-    assert torch.equal(server.z, before), "update must not mutate the old server state"
+    assert torch.equal(server.z, before), "combine must not mutate the old server state"
 
 
 def test_pdmm_star_client_steps_act_on_any_subset_of_rows() -> None:
@@ -251,8 +255,8 @@ def test_fedavg_one_exact_step_per_round_reaches_the_average_optimum() -> None:
     q, a = isotropic(N, DIM, 1.0, seed=0)
     algorithm = FedAvg(num_clients=N)
     x0 = torch.randn(DIM, generator=generator(1, "x0"), dtype=torch.float64)
-    server, _ = run_rounds(algorithm, x0, gradient_steps(q, a, lr=1.0, steps=1), rounds=1)
-    assert relative_error(algorithm.global_model(server), a.mean(0)) < 1e-14
+    state = run_rounds(algorithm, x0, gradient_steps(q, a, lr=1.0, steps=1), rounds=1)
+    assert relative_error(algorithm.models(state)[0], a.mean(0)) < 1e-14
 
 
 @pytest.mark.parametrize("weighting", ["uniform", "samples"])
@@ -267,10 +271,11 @@ def test_fedavg_small_steps_reach_the_uniform_or_weighted_mean(weighting: str) -
         (uniform_mean, weighted_mean) if weighting == "uniform" else (weighted_mean, uniform_mean)
     )
     x0 = torch.zeros(DIM, dtype=torch.float64)
-    server, clients = run_rounds(algorithm, x0, gradient_steps(q, a, lr=0.05, steps=1), 600)
-    assert relative_error(algorithm.global_model(server), target) < 1e-8
-    assert relative_error(algorithm.global_model(server), other) > 1e-2
-    assert clients.x.shape == (N, DIM)
+    state = run_rounds(algorithm, x0, gradient_steps(q, a, lr=0.05, steps=1), 600)
+    global_model, _ = algorithm.models(state)
+    assert relative_error(global_model, target) < 1e-8
+    assert relative_error(global_model, other) > 1e-2
+    assert state.nodes.x.shape == (N, DIM)
 
 
 def test_fedavg_downlink_sends_the_global_model_to_every_client() -> None:
@@ -291,28 +296,28 @@ def test_fedavg_downlink_sends_the_global_model_to_every_client() -> None:
 def test_fedavg_leaves_rejected_messages_out_of_the_average(weighting: str) -> None:
     sizes = torch.tensor([3, 1, 4, 1, 5, 9])
     algorithm = FedAvg(num_clients=N, weights=None if weighting == "uniform" else sizes)
-    server, _ = algorithm.init(torch.zeros(DIM, dtype=torch.float64))
+    state = algorithm.init(torch.zeros(DIM, dtype=torch.float64))
     messages = torch.randn(N, DIM, generator=generator(3, "messages"), dtype=torch.float64)
     messages[1] = float("inf")
     messages[4, 0] = float("nan")
     accepted = torch.isfinite(messages).all(dim=1)
-    new = algorithm.update(server, messages, accepted)
+    new = algorithm.combine(state, messages, accepted)
     keep = [0, 2, 3, 5]
     if weighting == "uniform":
         expected = messages[keep].mean(0)
     else:
         w = sizes[keep].double()
         expected = (w @ messages[keep]) / w.sum()
-    torch.testing.assert_close(algorithm.global_model(new), expected, rtol=0, atol=1e-14)
+    torch.testing.assert_close(algorithm.models(new)[0], expected, rtol=0, atol=1e-14)
 
 
 def test_fedavg_with_no_accepted_message_keeps_the_global_model() -> None:
     algorithm = FedAvg(num_clients=N)
     x0 = torch.arange(DIM, dtype=torch.float64)
-    server, _ = algorithm.init(x0)
+    state = algorithm.init(x0)
     messages = torch.full((N, DIM), float("nan"), dtype=torch.float64)
-    new = algorithm.update(server, messages, torch.zeros(N, dtype=torch.bool))
-    assert torch.equal(algorithm.global_model(new), x0)
+    new = algorithm.combine(state, messages, torch.zeros(N, dtype=torch.bool))
+    assert torch.equal(algorithm.models(new)[0], x0)
 
 
 def test_fedavg_with_many_local_steps_drifts_but_pdmm_does_not() -> None:
@@ -322,8 +327,8 @@ def test_fedavg_with_many_local_steps_drifts_but_pdmm_does_not() -> None:
     optimum = consensus_optimum(q, a)
     fedavg = FedAvg(num_clients=N)
     x0 = torch.zeros(DIM, dtype=torch.float64)
-    server, _ = run_rounds(fedavg, x0, gradient_steps(q, a, lr=0.1, steps=10), rounds=200)
-    assert relative_error(fedavg.global_model(server), optimum) > 1e-3
+    state = run_rounds(fedavg, x0, gradient_steps(q, a, lr=0.1, steps=10), rounds=200)
+    assert relative_error(fedavg.models(state)[0], optimum) > 1e-3
     star = PDMMStar(num_clients=N, c=1.0, theta=1.0)
-    server, _ = run_rounds(star, x0, exact_prox(q, a), rounds=200)
-    assert relative_error(star.global_model(server), optimum) < 1e-8
+    state = run_rounds(star, x0, exact_prox(q, a), rounds=200)
+    assert relative_error(star.models(state)[0], optimum) < 1e-8

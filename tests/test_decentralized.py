@@ -10,9 +10,11 @@ from quadratics import quadratics as _quadratics
 
 from fedpdmm import config as config_module
 from fedpdmm import engine, pdmm, topology
-from fedpdmm.algorithms.decentralized import DSGD, GraphPDMM
+from fedpdmm.algorithms import DSGD, GraphPDMM, RoundState
 from fedpdmm.attacks import get as get_attack
 from fedpdmm.errors import ConfigError
+from fedpdmm.rounds import corrupt
+from fedpdmm.setup import build_setup
 
 
 def quadratics(n: int, dim: int, seed: int = 0):
@@ -52,11 +54,11 @@ def test_encode_per_edge_equals_encode_per_node() -> None:
     edges = topology.edge_index(topology.build("ring", 5, seed=0))
     algorithm = GraphPDMM(edges, c=0.3, theta=1.0)
     gen = torch.Generator().manual_seed(0)
-    state = algorithm.init(torch.zeros(2, dtype=torch.float64))
-    state = state._replace(z=torch.randn(edges.num_directed_edges, 2, generator=gen).double())
+    nodes = algorithm.init(torch.zeros(2, dtype=torch.float64)).nodes
+    nodes = nodes._replace(z=torch.randn(edges.num_directed_edges, 2, generator=gen).double())
     models = torch.randn(5, 2, generator=gen, dtype=torch.float64)
-    per_edge = algorithm.encode(state, models.index_select(0, edges.src))
-    torch.testing.assert_close(per_edge, algorithm.encode_nodes(state, models))
+    per_edge = algorithm.encode(nodes, models.index_select(0, edges.src))
+    torch.testing.assert_close(per_edge, algorithm.encode_nodes(nodes, models))
 
 
 def test_rejected_pdmm_message_leaves_the_receivers_dual_unchanged() -> None:
@@ -66,11 +68,16 @@ def test_rejected_pdmm_message_leaves_the_receivers_dual_unchanged() -> None:
     messages = torch.ones(edges.num_directed_edges, 2, dtype=torch.float64)
     accepted = torch.ones(edges.num_directed_edges, dtype=torch.bool)
     accepted[0] = False  # edge src[0] -> dst[0] lost: dual z(dst|src) keeps its value
-    new = algorithm.combine(state, messages, accepted)
+    new = algorithm.combine(state, messages, accepted).nodes
     receiver_row = int(edges.reverse[0])
-    assert torch.equal(new.z[receiver_row], state.z[receiver_row])
+    assert torch.equal(new.z[receiver_row], state.nodes.z[receiver_row])
     others = torch.arange(edges.num_directed_edges) != receiver_row
     assert torch.equal(new.z[others], messages[edges.reverse][others])
+
+
+def with_models(state: RoundState, x: torch.Tensor) -> RoundState:
+    """`state` with the node models replaced by `x` `[n, d]`."""
+    return state._replace(nodes=state.nodes._replace(x=x))
 
 
 @pytest.mark.parametrize("name", ["ring", "torus", "random_geometric", "two_cliques"])
@@ -79,11 +86,12 @@ def test_gossip_reaches_the_average(name: str) -> None:
     edges = topology.edge_index(topology.build(name, n, seed=2))
     algorithm = DSGD(edges)
     x = torch.randn(n, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    state = algorithm.init(torch.zeros(3, dtype=torch.float64))._replace(x=x)
+    state = with_models(algorithm.init(torch.zeros(3, dtype=torch.float64)), x)
     accepted = torch.ones(edges.num_directed_edges, dtype=torch.bool)
     for _ in range(3000):
-        state = algorithm.combine(state, algorithm.encode_nodes(state, state.x), accepted)
-    assert torch.allclose(state.x, x.mean(0).expand(n, -1), atol=1e-10)
+        messages = algorithm.encode_nodes(state.nodes, state.nodes.x)
+        state = algorithm.combine(state, messages, accepted)
+    assert torch.allclose(state.nodes.x, x.mean(0).expand(n, -1), atol=1e-10)
 
 
 def test_gossip_step_equals_the_metropolis_matrix() -> None:
@@ -91,9 +99,9 @@ def test_gossip_step_equals_the_metropolis_matrix() -> None:
     edges = topology.edge_index(graph)
     algorithm = DSGD(edges)
     x = torch.randn(10, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    state = algorithm.init(torch.zeros(4, dtype=torch.float64))._replace(x=x)
+    state = with_models(algorithm.init(torch.zeros(4, dtype=torch.float64)), x)
     accepted = torch.ones(edges.num_directed_edges, dtype=torch.bool)
-    mixed = algorithm.combine(state, algorithm.encode_nodes(state, x), accepted).x
+    mixed = algorithm.combine(state, algorithm.encode_nodes(state.nodes, x), accepted).nodes.x
     torch.testing.assert_close(mixed, topology.metropolis_weights(graph) @ x)
 
 
@@ -107,21 +115,23 @@ def test_dsgd_with_local_gradient_steps_reaches_the_average_optimum() -> None:
     accepted = torch.ones(edges.num_directed_edges, dtype=torch.bool)
     for t in range(20000):
         lr = 1.0 / (t + 10)
-        trained = state.x - lr * (state.x - a)
-        state = algorithm.finish(state, trained)
-        state = algorithm.combine(state, algorithm.encode_nodes(state, trained), accepted)
-    assert (state.x - a.mean(0)).norm(dim=1).max() < 2e-3
+        x = state.nodes.x
+        trained = x - lr * (x - a)
+        nodes = algorithm.finish(state.nodes, trained)
+        messages = algorithm.encode_nodes(nodes, trained)
+        state = algorithm.combine(state._replace(nodes=nodes), messages, accepted)
+    assert (state.nodes.x - a.mean(0)).norm(dim=1).max() < 2e-3
 
 
 def test_rejected_gossip_message_weight_stays_with_the_receiver() -> None:
     edges = topology.edge_index(nx.path_graph(3))
     algorithm = DSGD(edges)
     x = torch.tensor([[0.0], [3.0], [6.0]], dtype=torch.float64)
-    state = algorithm.init(torch.zeros(1, dtype=torch.float64))._replace(x=x)
-    messages = algorithm.encode_nodes(state, x)
+    state = with_models(algorithm.init(torch.zeros(1, dtype=torch.float64)), x)
+    messages = algorithm.encode_nodes(state.nodes, x)
     messages[0] = float("nan")  # 0 -> 1 lost
     accepted = torch.isfinite(messages).all(1)
-    mixed = algorithm.combine(state, messages, accepted).x
+    mixed = algorithm.combine(state, messages, accepted).nodes.x
     # node 1 (degree 2) weights 1/3 for each neighbour; the lost one stays on itself
     assert mixed[1, 0].item() == pytest.approx(3.0 * 2 / 3 + 6.0 / 3)
     assert torch.isfinite(mixed).all()
@@ -134,17 +144,17 @@ def digits_config(**overrides) -> config_module.Config:
 
 def test_per_edge_attacks_change_only_messages_from_byzantine_senders() -> None:
     config = digits_config(**{"topology.name": "ring", "rounds": 1})
-    setup = engine.build_setup(config)
-    edges = setup.edges
+    setup = build_setup(config)
+    edges = setup.network.edges
     rows = torch.randn(edges.num_directed_edges, 6, generator=torch.Generator().manual_seed(0))
-    byzantine_edges = setup.byzantine.index_select(0, edges.src)
-    attacked = engine.corrupt(
-        get_attack("gaussian", sigma=1.0), rows, byzantine_edges, 0, 1, setup.edge_keys
+    byzantine_edges = setup.network.byzantine.index_select(0, edges.src)
+    attacked = corrupt(
+        get_attack("gaussian", sigma=1.0), rows, byzantine_edges, 0, 1, setup.network.keys
     )
     assert torch.equal(attacked[~byzantine_edges], rows[~byzantine_edges])
     assert not torch.equal(attacked[byzantine_edges], rows[byzantine_edges])
     noise = attacked - rows
-    byzantine_node = int(setup.byzantine.nonzero()[0])
+    byzantine_node = int(setup.network.byzantine.nonzero()[0])
     own_edges = (edges.src == byzantine_node).nonzero().flatten()
     assert not torch.allclose(noise[own_edges[0]], noise[own_edges[1]])
 
@@ -181,17 +191,17 @@ def test_honest_node_surrounded_by_byzantine_nodes_warns() -> None:
     # seed 0 picks clients 0 and 8 of 10 as Byzantine: on a ring, node 9 sits between them
     config = digits_config(**{"topology.name": "ring"})
     with pytest.warns(UserWarning, match=r"honest node\(s\) \[9\] have only Byzantine"):
-        setup = engine.build_setup(config)
-    assert any("[9]" in note for note in setup.warnings)
+        setup = build_setup(config)
+    assert any("[9]" in note for note in setup.network.warnings)
 
 
 def test_server_algorithms_are_refused_on_a_graph() -> None:
     config = digits_config(**{"topology.name": "ring", "algorithms": '["fedavg"]'})
     with pytest.raises(ConfigError, match="not available for peer-to-peer"):
-        engine.build_setup(config)
+        build_setup(config)
 
 
 def test_unknown_topology_parameter_is_an_error() -> None:
     config = digits_config(**{"topology.name": "ring", "topology.p": 0.5})
     with pytest.raises(ConfigError, match=r"topology\.p"):
-        engine.build_setup(config)
+        build_setup(config)

@@ -4,17 +4,13 @@ loop records (dropped messages, divergence, data attacks), determinism, and lear
 from __future__ import annotations
 
 import math
-from functools import partial
 from typing import Any
 
 import pytest
 import torch
-from attack_cases import CASES
 
-from fedpdmm import attacks, config, engine
-from fedpdmm.algorithms import FedAvg, PDMMStar
-from fedpdmm.errors import ConfigError
-from fedpdmm.seeding import generator
+from fedpdmm import attacks, config, engine, evaluation
+from fedpdmm.setup import Setup, build_setup
 
 SEED = 0
 ROUND = 3
@@ -29,142 +25,6 @@ def digits_config(*overrides: str) -> config.Config:
 
 def comparable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in row.items() if k != "wall_time"} for row in rows]
-
-
-# ---------------------------------------------------------------------------------------------
-# transmit and corrupt on hand-made tensors
-# ---------------------------------------------------------------------------------------------
-
-
-def hand_made(algorithm_name: str) -> tuple[Any, Any, torch.Tensor, torch.Tensor]:
-    """(algorithm, clients, start [N, D], trained [N, D]) with non-trivial client state."""
-    gen = generator(11, "hand-made")
-    start = torch.randn(N, DIM, generator=gen)
-    trained = start + 0.1 * torch.randn(N, DIM, generator=gen)
-    if algorithm_name == "fedavg":
-        algorithm = FedAvg(num_clients=N)
-        _, clients = algorithm.init(torch.zeros(DIM))
-    else:
-        algorithm = PDMMStar(num_clients=N, c=0.4, theta=1.0)
-        _, clients = algorithm.init(torch.zeros(DIM))
-        clients = clients._replace(z=torch.randn(N, DIM, generator=gen))
-    clients = algorithm.finish(clients, trained)
-    return algorithm, clients, start, trained
-
-
-def send(attack, target: str, algorithm_name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(honest messages, messages with `attack` at `target`) for the hand-made round."""
-    algorithm, clients, start, trained = hand_made(algorithm_name)
-    encode = partial(algorithm.encode, clients)
-    honest = encode(trained)
-    sent = engine.transmit(attack, target, encode, start, trained, BYZANTINE, SEED, ROUND)
-    return honest, sent
-
-
-@pytest.mark.parametrize("algorithm_name", ["fedavg", "pdmm"])
-def test_sign_flip_at_message_negates_only_byzantine_messages(algorithm_name: str) -> None:
-    honest, sent = send(attacks.get("sign_flip"), "message", algorithm_name)
-    assert torch.equal(sent[~BYZANTINE], honest[~BYZANTINE])
-    assert torch.equal(sent[BYZANTINE], -honest[BYZANTINE])
-
-
-@pytest.mark.parametrize("algorithm_name", ["fedavg", "pdmm"])
-def test_targets_model_update_message_do_what_the_engine_docstring_says(
-    algorithm_name: str,
-) -> None:
-    """model: encode(-x); update: encode(start - (x - start)); message: -encode(x)."""
-    algorithm, clients, start, trained = hand_made(algorithm_name)
-    encode = partial(algorithm.encode, clients)
-    flip = attacks.get("sign_flip")
-    byz = BYZANTINE.unsqueeze(1)
-    expected = {
-        "model": encode(torch.where(byz, -trained, trained)),
-        "update": encode(torch.where(byz, start - (trained - start), trained)),
-        "message": torch.where(byz, -encode(trained), encode(trained)),
-    }
-    for target, want in expected.items():
-        got = engine.transmit(flip, target, encode, start, trained, BYZANTINE, SEED, ROUND)
-        torch.testing.assert_close(got, want, rtol=0, atol=1e-6, msg=f"target {target}")
-    if algorithm_name == "pdmm":
-        # z + 2c(-x) differs from -(z + 2c x): the target matters for PDMM.
-        assert not torch.allclose(expected["model"], expected["message"])
-
-
-def test_fedavg_model_and_message_targets_coincide() -> None:
-    """For FedAvg the message is the model, so even random attacks give the same rows."""
-    gaussian = attacks.get("gaussian", sigma=0.5)
-    _, at_model = send(gaussian, "model", "fedavg")
-    _, at_message = send(gaussian, "message", "fedavg")
-    assert torch.equal(at_model, at_message)
-
-
-@pytest.mark.parametrize("target", ["model", "update", "message"])
-@pytest.mark.parametrize("algorithm_name", ["fedavg", "pdmm"])
-@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
-def test_every_attack_at_every_target_leaves_honest_messages_untouched(
-    case, algorithm_name: str, target: str
-) -> None:
-    honest, sent = send(attacks.get(case.name, **case.params), target, algorithm_name)
-    assert torch.equal(sent[~BYZANTINE], honest[~BYZANTINE])
-    if case.changes_byzantine and case.name != "label_flip":
-        assert not torch.equal(sent[BYZANTINE], honest[BYZANTINE])
-
-
-def test_no_attack_and_target_none_send_the_encoded_models() -> None:
-    algorithm, clients, start, trained = hand_made("pdmm")
-    encode = partial(algorithm.encode, clients)
-    none = attacks.get("none")
-    for target in ("none", "message", "model", "update"):
-        sent = engine.transmit(none, target, encode, start, trained, BYZANTINE, SEED, ROUND)
-        torch.testing.assert_close(sent, encode(trained), rtol=0, atol=1e-6)
-
-
-@pytest.mark.parametrize(
-    "name, params", [("gaussian", {"sigma": 1.0}), ("float_bit_flip", {"rate": 0.05})]
-)
-def test_per_client_attack_noise_is_the_same_for_all_clients_or_one(name: str, params) -> None:
-    """A client alone (keys=[k]) draws from (seed, "attack", round, k), as it does among all."""
-    attack = attacks.get(name, **params)
-    rows = torch.randn(N, DIM, generator=generator(1, "rows"))
-    together = engine.corrupt(attack, rows, BYZANTINE, SEED, ROUND)
-    alone = torch.ones(1, dtype=torch.bool)
-    for k in BYZANTINE.nonzero().flatten().tolist():
-        single = engine.corrupt(attack, rows[k : k + 1], alone, SEED, ROUND, keys=[k])
-        assert torch.equal(single, together[k : k + 1])
-        own = attack(rows[k : k + 1], alone, generator=generator(SEED, "attack", ROUND, k))
-        assert torch.equal(own, together[k : k + 1])
-    assert torch.equal(together[~BYZANTINE], rows[~BYZANTINE])
-    next_round = engine.corrupt(attack, rows, BYZANTINE, SEED, ROUND + 1)
-    assert not torch.equal(next_round[BYZANTINE], together[BYZANTINE])
-
-
-def test_omniscient_attack_draws_from_the_round_generator() -> None:
-    attack = attacks.get("alie")
-    rows = torch.randn(N, DIM, generator=generator(2, "rows"))
-    got = engine.corrupt(attack, rows, BYZANTINE, SEED, ROUND)
-    want = attack(rows, BYZANTINE, generator=generator(SEED, "attack", ROUND))
-    assert torch.equal(got, want)
-
-
-def test_corrupt_without_byzantine_rows_returns_the_rows() -> None:
-    rows = torch.randn(N, DIM, generator=generator(3, "rows"))
-    got = engine.corrupt(attacks.get("sign_flip"), rows, torch.zeros(N, dtype=torch.bool), 0, 1)
-    assert torch.equal(got, rows)
-
-
-def test_unknown_target_is_a_config_error() -> None:
-    algorithm, clients, start, trained = hand_made("fedavg")
-    with pytest.raises(ConfigError, match=r"attack\.target 'weights'"):
-        engine.transmit(
-            attacks.get("sign_flip"),
-            "weights",
-            partial(algorithm.encode, clients),
-            start,
-            trained,
-            BYZANTINE,
-            SEED,
-            ROUND,
-        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,8 +52,8 @@ def test_consensus_distance_is_the_mean_distance_to_the_mean() -> None:
     models = torch.tensor([[0.0, 0.0], [2.0, 0.0], [1.0, 3.0]], dtype=torch.float64)
     center = torch.tensor([1.0, 1.0], dtype=torch.float64)
     expected = sum(float((row - center).norm()) for row in models) / 3
-    assert engine.consensus_distance(models) == pytest.approx(expected, rel=1e-12)
-    assert math.isnan(engine.consensus_distance(torch.tensor([[0.0, math.inf], [1.0, 1.0]])))
+    assert evaluation.consensus_distance(models) == pytest.approx(expected, rel=1e-12)
+    assert math.isnan(evaluation.consensus_distance(torch.tensor([[0.0, math.inf], [1.0, 1.0]])))
 
 
 def test_rows_are_recorded_every_eval_every_rounds_and_at_the_end() -> None:
@@ -309,16 +169,16 @@ def test_label_flip_changes_only_byzantine_clients_labels(monkeypatch) -> None:
     )
     setup, _ = engine.run(cfg)
     clean, flipped = seen
-    original = setup.client_data
+    original = setup.data.clients
     assert torch.equal(clean.labels, original.labels)
     for client in range(cfg.data.num_clients):
         before = original.client_labels(client)
         after = flipped.client_labels(client)
-        if setup.byzantine[client]:
+        if setup.network.byzantine[client]:
             assert torch.equal(after, 9 - before)
         else:
             assert torch.equal(after, before)
-    assert int(setup.byzantine.sum()) == 3
+    assert int(setup.network.byzantine.sum()) == 3
     assert torch.equal(flipped.sample_index, original.sample_index)
 
 
@@ -337,7 +197,7 @@ ATTACKED = [name for name in attacks.names(include_aliases=False) if name != "no
 
 
 @pytest.fixture(scope="module")
-def fedavg_under_attack() -> tuple[engine.Setup, float]:
+def fedavg_under_attack() -> tuple[Setup, float]:
     """Digits with a Dirichlet(0.3) label skew, 10 clients of which 3 Byzantine, 15 rounds.
 
     On an IID split ALIE, min-max, min-sum and mimic stay within the honest spread and barely move
@@ -358,7 +218,7 @@ def fedavg_under_attack() -> tuple[engine.Setup, float]:
         "data.alpha=0.3",
         *params,
     )
-    setup = engine.build_setup(cfg)
+    setup = build_setup(cfg)
     baseline = engine.run_combination(setup, "fedavg", "none", "none")
     return setup, baseline.rows[-1]["test_accuracy"]
 

@@ -21,11 +21,12 @@ pytest.importorskip("flwr", reason="Flower is not installed: pip install 'fedpdm
 from fedpdmm import config as config_module
 from fedpdmm import engine
 from fedpdmm.algorithms import FedAvg, PDMMStar
+from fedpdmm.algorithms.base import CombineContext
 from fedpdmm.errors import ConfigError
 from fedpdmm.flower.client import RoundReply
 from fedpdmm.flower.launcher import LocalFederation
 from fedpdmm.flower.loopback import run_loopback
-from fedpdmm.flower.server import check_message, reopen_edges, update_active
+from fedpdmm.flower.server import check_message
 from fedpdmm.flower.settings import (
     check_deployable,
     read_node_config,
@@ -33,6 +34,7 @@ from fedpdmm.flower.settings import (
     run_config_for,
 )
 from fedpdmm.results import read_metrics
+from fedpdmm.setup import build_setup
 
 FLOAT_TOLERANCE = 1e-5
 COMPARED = (
@@ -164,24 +166,29 @@ def test_malformed_replies_are_counted_and_never_averaged(tmp_path):
 
 def test_inactive_pdmm_edge_leaves_the_server_model():
     algorithm = PDMMStar(num_clients=3, c=0.5, theta=1.0)
-    server, _ = algorithm.init(torch.zeros(2))
-    server = server._replace(z=torch.tensor([[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]))
+    state = algorithm.init(torch.zeros(2))
+    server = state.hub._replace(z=torch.tensor([[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]))
     messages = torch.tensor([[2.0, 0.0], [0.0, 2.0], [7.0, 7.0]])
     active = torch.tensor([True, True, False])
-    updated = update_active(algorithm, server, messages, torch.ones(3, dtype=torch.bool), active)
+    updated = algorithm.combine(
+        state._replace(hub=server),
+        messages,
+        torch.ones(3, dtype=torch.bool),
+        CombineContext(open=active),
+    ).hub
     assert torch.equal(updated.x, torch.tensor([1.0, 1.0]) / 0.5)  # mean of rows 0 and 1 / c
     assert torch.equal(updated.z[2], server.z[2])
-    reopened = reopen_edges(algorithm, updated, [2])
+    reopened = algorithm.reopen(updated, [2])
     assert torch.equal(reopened.z[2], 0.5 * updated.x)
     assert torch.allclose(reopened.z.mean(0) / 0.5, updated.x)
 
 
 def test_fedavg_update_ignores_the_active_mask_beyond_acceptance():
     algorithm = FedAvg(num_clients=3)
-    server, _ = algorithm.init(torch.zeros(2))
+    state = algorithm.init(torch.zeros(2))
     messages = torch.tensor([[1.0, 1.0], [3.0, 3.0], [9.0, 9.0]])
     accepted = torch.tensor([True, True, False])
-    updated = update_active(algorithm, server, messages, accepted, accepted)
+    updated = algorithm.combine(state, messages, accepted, CombineContext(open=accepted)).hub
     assert torch.equal(updated.x, torch.tensor([2.0, 2.0]))
 
 
@@ -253,7 +260,7 @@ def _alive(pgid: int) -> list[int]:
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory):
     config = config_module.validate(DEPLOY)
-    byzantine = frozenset(engine.build_setup(config).byzantine.nonzero().flatten().tolist())
+    byzantine = frozenset(build_setup(config).network.byzantine.nonzero().flatten().tolist())
     federation = LocalFederation(4, tmp_path_factory.mktemp("federation"), byzantine)
     groups: list[int] = []
     try:
@@ -307,7 +314,7 @@ def test_killed_supernode_is_counted_and_the_run_completes(federation, tmp_path)
 def test_simulation_engine_runs_the_same_app_with_the_same_numbers(tmp_path):
     pytest.importorskip("ray", reason="Flower's simulation engine needs ray: flwr[simulation]")
     config = config_module.validate(DEPLOY)
-    byzantine = frozenset(engine.build_setup(config).byzantine.nonzero().flatten().tolist())
+    byzantine = frozenset(build_setup(config).network.byzantine.nonzero().flatten().tolist())
     simulation = LocalFederation(4, tmp_path / "federation", byzantine, simulation=True)
     try:
         simulation.start()

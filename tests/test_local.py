@@ -45,7 +45,9 @@ def problem(model: FlatModel, dtype: torch.dtype = torch.float32):
     return start, center, rho
 
 
-def naive_float64(model, start, data, clients, round_index, *, steps, batch_size, lr, center, rho):
+def naive_float64(
+    model, start, data, clients, round_index, *, steps, batch_size, lr, center, rho, linear=None
+):
     """Client after client, step after step, with autograd in float64."""
     positions = batch_positions(data, clients, round_index, steps, batch_size, seed=0)
     rows = []
@@ -56,7 +58,8 @@ def naive_float64(model, start, data, clients, round_index, *, steps, batch_size
             x = x.detach().requires_grad_(True)
             (gradient,) = torch.autograd.grad(model.loss(x, inputs, data.labels[batch]), x)
             pull = rho[row] * (x - center[row].double()) if center is not None else 0.0
-            x = x - lr * (gradient + pull)
+            offset = linear[row].double() if linear is not None else 0.0
+            x = x - lr * (gradient + offset + pull)
         rows.append(x.detach())
     return torch.stack(rows)
 
@@ -67,12 +70,16 @@ def modes_of(name: str) -> list[str]:
 
 @pytest.mark.parametrize("name", list(MODELS))
 @pytest.mark.parametrize("prox", [False, True])
-def test_every_path_equals_a_naive_float64_loop(name: str, prox: bool) -> None:
+@pytest.mark.parametrize("linear", [False, True])
+def test_every_path_equals_a_naive_float64_loop(name: str, prox: bool, linear: bool) -> None:
+    """Also with the linear term of SCAFFOLD's corrected steps (`linear`)."""
     model, data = build(name), toy_data()
     start, center, rho = problem(model)
     clients = torch.arange(CLIENTS)
     kwargs = dict(steps=3, batch_size=5, lr=0.1)
     prox_terms = dict(center=center, rho=rho) if prox else dict(center=None, rho=0.0)
+    if linear:
+        prox_terms["linear"] = 0.3 * torch.randn(start.shape, generator=generator(0, "linear"))
     expected = naive_float64(model, start, data, clients, 2, **kwargs, **prox_terms)
     assert (expected - start.double()).abs().max() > 1e-2
     for mode in modes_of(name):

@@ -11,7 +11,9 @@ from fedpdmm import aggregators, engine, topology
 from fedpdmm import config as config_module
 from fedpdmm.algorithms import DSGD, FedAvg, GraphPDMM, PDMMStar
 from fedpdmm.algorithms.robust import RobustCombine, build_combine, parse_algorithm
+from fedpdmm.build import build_algorithm, build_attack
 from fedpdmm.errors import ConfigError
+from fedpdmm.setup import build_setup
 
 
 def quadratics(n: int, dim: int, seed: int = 0):
@@ -24,14 +26,15 @@ MEAN_BY_ROBUST_PATH = RobustCombine(aggregators.get("trimmed_mean", f=0))
 
 
 def run_pdmm_star(algorithm: PDMMStar, q, a, rounds: int) -> torch.Tensor:
-    server, clients = algorithm.init(torch.zeros(q.shape[1], dtype=torch.float64))
+    state = algorithm.init(torch.zeros(q.shape[1], dtype=torch.float64))
     accepted = torch.ones(algorithm.num_clients, dtype=torch.bool)
     for _ in range(rounds):
-        clients, problem = algorithm.receive(clients, algorithm.downlink(server))
+        clients, problem = algorithm.receive(state.nodes, algorithm.downlink(state.hub))
         trained = all_prox(q, a, problem.center, problem.rho)
         clients = algorithm.finish(clients, trained)
-        server = algorithm.update(server, algorithm.encode(clients, trained), accepted)
-    return algorithm.global_model(server)
+        messages = algorithm.encode(clients, trained)
+        state = algorithm.combine(state._replace(nodes=clients), messages, accepted)
+    return algorithm.models(state)[0]
 
 
 @pytest.mark.parametrize("theta", [1.0, 0.5])
@@ -48,11 +51,11 @@ def test_robust_fedavg_with_the_mean_is_fedavg() -> None:
     models = torch.randn(7, 5, generator=gen, dtype=torch.float64)
     accepted = torch.ones(7, dtype=torch.bool)
     accepted[2] = False
-    plain, _ = FedAvg(7).init(torch.zeros(5, dtype=torch.float64))
+    plain = FedAvg(7).init(torch.zeros(5, dtype=torch.float64))
     robust = FedAvg(7, robust=MEAN_BY_ROBUST_PATH)
-    server, _ = robust.init(torch.ones(5, dtype=torch.float64))
-    expected = FedAvg(7).update(plain, models, accepted).x
-    torch.testing.assert_close(robust.update(server, models, accepted).x, expected)
+    state = robust.init(torch.ones(5, dtype=torch.float64))
+    expected = FedAvg(7).combine(plain, models, accepted).hub.x
+    torch.testing.assert_close(robust.combine(state, models, accepted).hub.x, expected)
 
 
 def test_robust_graph_pdmm_with_the_mean_is_graph_pdmm() -> None:
@@ -71,11 +74,13 @@ def test_robust_gossip_with_the_mean_averages_on_a_regular_graph() -> None:
     edges = topology.edge_index(topology.build("ring", 6, seed=0))
     algorithm = DSGD(edges, robust=MEAN_BY_ROBUST_PATH)
     x = torch.randn(6, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-    state = algorithm.init(torch.zeros(2, dtype=torch.float64))._replace(x=x)
+    state = algorithm.init(torch.zeros(2, dtype=torch.float64))
+    state = state._replace(nodes=state.nodes._replace(x=x))
     accepted = torch.ones(edges.num_directed_edges, dtype=torch.bool)
     for _ in range(300):
-        state = algorithm.combine(state, algorithm.encode_nodes(state, state.x), accepted)
-    torch.testing.assert_close(state.x, x.mean(0).expand(6, -1), rtol=0, atol=1e-10)
+        messages = algorithm.encode_nodes(state.nodes, state.nodes.x)
+        state = algorithm.combine(state, messages, accepted)
+    torch.testing.assert_close(state.nodes.x, x.mean(0).expand(6, -1), rtol=0, atol=1e-10)
 
 
 def test_robust_server_ignores_a_huge_byzantine_vote() -> None:
@@ -85,10 +90,10 @@ def test_robust_server_ignores_a_huge_byzantine_vote() -> None:
     accepted = torch.ones(7, dtype=torch.bool)
     x0 = torch.zeros(4, dtype=torch.float64)
     median = FedAvg(7, robust=RobustCombine(aggregators.get("median")))
-    value = median.update(median.init(x0)[0], models, accepted).x
+    value = median.combine(median.init(x0), models, accepted).hub.x
     assert bool(((value >= honest.min(0).values) & (value <= honest.max(0).values)).all())
     mean = FedAvg(7)
-    assert mean.update(mean.init(x0)[0], models, accepted).x.abs().min() > 1e5
+    assert mean.combine(mean.init(x0), models, accepted).hub.x.abs().min() > 1e5
 
 
 def test_parse_and_build_a_chain() -> None:
@@ -143,13 +148,15 @@ def test_robust_rules_protect_fedavg_on_digits() -> None:
 )
 def test_impossible_robust_configurations_are_clear_errors(overrides, message) -> None:
     with pytest.raises(ConfigError, match=message):
-        engine.build_setup(load(**overrides))
+        build_setup(load(**overrides))
 
 
 def test_optimal_attack_plays_against_the_rule_in_use() -> None:
     config = load(algorithms='["fedavg+median"]', attacks='["optimal_alie"]')
-    setup = engine.build_setup(config)
-    algorithm = engine.build_algorithm("fedavg+median", setup)
-    attack = engine.build_attack("optimal_alie", config, algorithm.robust)
+    setup = build_setup(config)
+    algorithm = build_algorithm(
+        "fedavg+median", setup.config, setup.network, setup.data.clients.sizes
+    )
+    attack = build_attack("optimal_alie", config, algorithm.robust)
     rows = torch.randn(10, 3, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(attack.params["aggregator"](rows), aggregators.get("median")(rows))

@@ -228,13 +228,16 @@ def train(
     seed: int,
     center: torch.Tensor | None = None,
     rho: torch.Tensor | float = 0.0,
+    linear: torch.Tensor | None = None,
     mode: Mode = "auto",
 ) -> torch.Tensor:
     """K SGD steps for each client in `clients` from `start` `[m, d]`; returns the new `[m, d]`.
 
-    Objective of row k: cross-entropy on client k's data + (rho_k / 2) ||x - center_k||^2, where
-    `rho` is a float or a `[m]` tensor and `center` `[m, d]` (ignored where rho is 0). Each step is
-    x <- x - lr (grad f(x) + rho (x - center)) = (1 - lr rho) x + lr rho center - lr grad f(x).
+    Objective of row k: cross-entropy on client k's data + <linear_k, x> + (rho_k / 2)
+    ||x - center_k||^2, where `rho` is a float or a `[m]` tensor, `center` `[m, d]` (ignored where
+    rho is 0) and `linear` `[m, d]` (a fixed gradient offset, SCAFFOLD's correction c - c_k; None
+    for none). Each step is x <- x - lr (grad f(x) + linear + rho (x - center))
+    = (1 - lr rho) x + lr rho center - lr linear - lr grad f(x).
     `mode` picks the execution path (see the module docstring); all give the same result up to
     float rounding.
     """
@@ -277,6 +280,8 @@ def train(
                 grads = batched_grad(_views(model, rows), inputs, labels)
             if use_prox:
                 rows.mul_(keep).add_(pull)
+            if linear is not None:
+                rows.sub_(linear[first : first + chunk], alpha=lr)
             if layers is not None:
                 for layer, (activation, delta) in zip(layers, pairs, strict=True):
                     weight, bias = layer.views(rows)

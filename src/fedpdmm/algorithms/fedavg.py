@@ -1,19 +1,21 @@
 """FedAvg (McMahan et al. 2017): K local SGD steps from the global model, then the server averages.
 
-The average is uniform over the clients whose message arrived, or weighted by their sample counts
-(`weights`). Messages that were not accepted (missing, or non-finite) are left out of the average.
+The average is uniform over the clients whose message was accepted, or weighted by their sample
+counts (`fedavg.weighting = "samples"`). Messages not accepted (missing, non-finite) are left out.
 With a robust rule (`robust`, see `fedpdmm.algorithms.robust`) the server takes
 x + rule(models - x) over the accepted models instead (sample weights do not apply).
+A client keeps no state between rounds, so what a Byzantine client remembers does not matter.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 
-from fedpdmm.algorithms.common import LocalProblem
+from fedpdmm.aggregators import RuleContext
+from fedpdmm.algorithms.base import CombineContext, LocalProblem, RoundState, ServerAlgorithm
 from fedpdmm.algorithms.robust import RobustCombine
 
 
@@ -26,64 +28,85 @@ class FedAvgClients(NamedTuple):
     x: torch.Tensor  # [m, d] each client's model after its last local training
 
 
+def server_rule(
+    robust: RobustCombine,
+    rows: torch.Tensor,
+    base: torch.Tensor,
+    rule_state: Any,
+    accepted: torch.Tensor,
+    context: CombineContext,
+) -> tuple[torch.Tensor, Any]:
+    """base + rule(rows - base) over the accepted clients' rows, with the round's context."""
+    return robust(
+        rows,
+        base,
+        RuleContext(
+            reference=context.reference,
+            generator=context.generator,
+            clients=accepted.nonzero().flatten(),
+            state=rule_state,
+        ),
+    )
+
+
 @dataclass(frozen=True)
-class FedAvg:
+class FedAvg(ServerAlgorithm):
     num_clients: int
     weights: torch.Tensor | None = None  # [n] sample counts; None for the uniform average
     robust: RobustCombine | None = None
-    name: str = "fedavg"
+    name: ClassVar[str] = "fedavg"
 
-    @property
-    def needs_reference(self) -> bool:
-        """Whether the server needs its own update on a root dataset (FLTrust)."""
-        return self.robust is not None and self.robust.rule.needs_reference
+    @classmethod
+    def from_config(cls, config, network, robust, sizes) -> FedAvg:
+        weights = sizes if config.fedavg.weighting == "samples" else None
+        return cls(num_clients=network.num_nodes, weights=weights, robust=robust)
 
-    def init(self, x0: torch.Tensor) -> tuple[FedAvgServer, FedAvgClients]:
-        return FedAvgServer(x0.clone()), FedAvgClients(x0.expand(self.num_clients, -1).clone())
+    def init(self, x0: torch.Tensor) -> RoundState:
+        clients = FedAvgClients(x0.expand(self.num_clients, -1).clone())
+        return RoundState(FedAvgServer(x0.clone()), clients)
 
-    def downlink(self, server: FedAvgServer) -> torch.Tensor:
-        return server.x.expand(self.num_clients, -1)
+    def downlink(self, hub: FedAvgServer) -> torch.Tensor:
+        return hub.x.expand(self.num_clients, -1)
 
     def receive(
-        self, clients: FedAvgClients, received: torch.Tensor
+        self,
+        nodes: FedAvgClients,
+        downlink: torch.Tensor,
+        *,
+        generator: torch.Generator | None = None,
     ) -> tuple[FedAvgClients, LocalProblem]:
-        return clients, LocalProblem(start=received, center=None, rho=0.0)
+        return nodes, LocalProblem(start=downlink, center=None, rho=0.0)
 
-    def finish(self, clients: FedAvgClients, trained: torch.Tensor) -> FedAvgClients:
+    def finish(self, nodes: FedAvgClients, trained: torch.Tensor) -> FedAvgClients:
         return FedAvgClients(trained)
 
-    def encode(self, clients: FedAvgClients, models: torch.Tensor) -> torch.Tensor:
-        return models
+    def encode(self, nodes: FedAvgClients, row_models: torch.Tensor) -> torch.Tensor:
+        return row_models
 
-    def update(
+    def combine(
         self,
-        server: FedAvgServer,
+        state: RoundState,
         messages: torch.Tensor,
         accepted: torch.Tensor,
-        *,
-        reference: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> FedAvgServer:
+        context: CombineContext = CombineContext(),
+    ) -> RoundState:
+        server = state.hub
+        if context.open is not None:
+            accepted = accepted & context.open
         if not bool(accepted.any()):
-            return server
+            return state
         rows = messages[accepted]
-        if self.robust is not None and not self.robust.is_plain_mean:
-            x, state = self.robust(
-                rows,
-                server.x,
-                state=server.rule_state,
-                reference=reference,
-                generator=generator,
-                clients=accepted.nonzero().flatten(),
+        if self.is_robust:
+            x, rule_state = server_rule(
+                self.robust, rows, server.x, server.rule_state, accepted, context
             )
-            return FedAvgServer(x, state)
+            return RoundState(FedAvgServer(x, rule_state), state.nodes)
         if self.weights is None:
-            return FedAvgServer(rows.mean(dim=0), server.rule_state)
-        weights = self.weights[accepted].to(rows.dtype)
-        return FedAvgServer((weights @ rows) / weights.sum(), server.rule_state)
+            x = rows.mean(dim=0)
+        else:
+            weights = self.weights[accepted].to(rows.dtype)
+            x = (weights @ rows) / weights.sum()
+        return RoundState(FedAvgServer(x, server.rule_state), state.nodes)
 
-    def global_model(self, server: FedAvgServer) -> torch.Tensor:
-        return server.x
-
-    def client_models(self, clients: FedAvgClients) -> torch.Tensor:
-        return clients.x
+    def models(self, state: RoundState) -> tuple[torch.Tensor, torch.Tensor]:
+        return state.hub.x, state.nodes.x

@@ -15,7 +15,10 @@ one dual per client, z_s[i] = z(s|i), and its model x_s. One round:
 
 At theta = 1 the server's rows z_s[i] / c = 2 x_i - v_i are FedSplit's uploads (Pathak and
 Wainwright 2020) and x_s is their mean. Duals start at zero, so x_s starts at 0 as well. A message
-that does not arrive (or is non-finite) leaves that client's server dual unchanged.
+that is not accepted (non-finite) leaves that client's server dual unchanged. An edge that is not
+open (a client that dropped out, `CombineContext.open`) leaves the server's mean and degree:
+x_s = mean over open edges; `reopen` re-initialises a returning client's edge at z_s[i] = c x_s,
+which leaves x_s unchanged.
 
 Robust PDMM (`robust`): x_s = x_s + rule(z_s / c - x_s), a robust estimate in place of the mean
 of the votes z_s[i] / c (see `fedpdmm.algorithms.robust`); with `mean` it is PDMM exactly.
@@ -24,11 +27,12 @@ of the votes z_s[i] / c (see `fedpdmm.algorithms.robust`); with `mean` it is PDM
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 
-from fedpdmm.algorithms.common import LocalProblem
+from fedpdmm.algorithms.base import CombineContext, LocalProblem, RoundState, ServerAlgorithm
+from fedpdmm.algorithms.fedavg import server_rule
 from fedpdmm.algorithms.robust import RobustCombine
 
 
@@ -44,65 +48,79 @@ class PDMMClients(NamedTuple):
 
 
 @dataclass(frozen=True)
-class PDMMStar:
+class PDMMStar(ServerAlgorithm):
     num_clients: int
     c: float
     theta: float
     robust: RobustCombine | None = None
-    name: str = "pdmm"
+    name: ClassVar[str] = "pdmm"
+    transport_hooks: ClassVar[bool] = True
 
-    @property
-    def needs_reference(self) -> bool:
-        """Whether the server needs its own update on a root dataset (FLTrust)."""
-        return self.robust is not None and self.robust.rule.needs_reference
+    @classmethod
+    def from_config(cls, config, network, robust, sizes) -> PDMMStar:
+        return cls(network.num_nodes, c=config.pdmm.c, theta=config.pdmm.theta, robust=robust)
 
-    def init(self, x0: torch.Tensor) -> tuple[PDMMServer, PDMMClients]:
+    def init(self, x0: torch.Tensor) -> RoundState:
         n = self.num_clients
         server = PDMMServer(torch.zeros(n, x0.numel(), dtype=x0.dtype), torch.zeros_like(x0))
         clients = PDMMClients(x0.expand(n, -1).clone(), torch.zeros(n, x0.numel(), dtype=x0.dtype))
-        return server, clients
+        return RoundState(server, clients)
 
-    def downlink(self, server: PDMMServer) -> torch.Tensor:
-        return server.z - 2 * self.c * server.x
+    def downlink(self, hub: PDMMServer) -> torch.Tensor:
+        return hub.z - 2 * self.c * hub.x
 
     def receive(
-        self, clients: PDMMClients, received: torch.Tensor
-    ) -> tuple[PDMMClients, LocalProblem]:
-        z = (1 - self.theta) * clients.z + self.theta * received
-        center = -z / self.c
-        return PDMMClients(clients.x, z), LocalProblem(start=clients.x, center=center, rho=self.c)
-
-    def finish(self, clients: PDMMClients, trained: torch.Tensor) -> PDMMClients:
-        return PDMMClients(trained, clients.z)
-
-    def encode(self, clients: PDMMClients, models: torch.Tensor) -> torch.Tensor:
-        return clients.z + 2 * self.c * models
-
-    def update(
         self,
-        server: PDMMServer,
+        nodes: PDMMClients,
+        downlink: torch.Tensor,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> tuple[PDMMClients, LocalProblem]:
+        z = (1 - self.theta) * nodes.z + self.theta * downlink
+        center = -z / self.c
+        return PDMMClients(nodes.x, z), LocalProblem(start=nodes.x, center=center, rho=self.c)
+
+    def finish(self, nodes: PDMMClients, trained: torch.Tensor) -> PDMMClients:
+        return PDMMClients(trained, nodes.z)
+
+    def encode(self, nodes: PDMMClients, row_models: torch.Tensor) -> torch.Tensor:
+        return nodes.z + 2 * self.c * row_models
+
+    def combine(
+        self,
+        state: RoundState,
         messages: torch.Tensor,
         accepted: torch.Tensor,
-        *,
-        reference: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> PDMMServer:
+        context: CombineContext = CombineContext(),
+    ) -> RoundState:
+        server = state.hub
+        edges = context.open
+        if edges is not None and bool(edges.all()):
+            edges = None
+        if edges is not None:
+            accepted = accepted & edges
         z = server.z.clone()
         z[accepted] = (1 - self.theta) * z[accepted] + self.theta * messages[accepted]
-        if self.robust is None or self.robust.is_plain_mean:
-            return PDMMServer(z, z.mean(dim=0) / self.c, server.rule_state)
-        x, state = self.robust(
-            z / self.c,
-            server.x,
-            state=server.rule_state,
-            reference=reference,
-            generator=generator,
-            clients=torch.arange(self.num_clients),
+        if edges is not None and not bool(edges.any()):
+            return RoundState(server._replace(z=z), state.nodes)
+        votes = z if edges is None else z[edges]
+        if not self.is_robust:
+            return RoundState(
+                PDMMServer(z, votes.mean(dim=0) / self.c, server.rule_state), state.nodes
+            )
+        ids = torch.ones(self.num_clients, dtype=torch.bool) if edges is None else edges
+        x, rule_state = server_rule(
+            self.robust, votes / self.c, server.x, server.rule_state, ids, context
         )
-        return PDMMServer(z, x, state)
+        return RoundState(PDMMServer(z, x, rule_state), state.nodes)
 
-    def global_model(self, server: PDMMServer) -> torch.Tensor:
-        return server.x
+    def models(self, state: RoundState) -> tuple[torch.Tensor, torch.Tensor]:
+        return state.hub.x, state.nodes.x
 
-    def client_models(self, clients: PDMMClients) -> torch.Tensor:
-        return clients.x
+    def reopen(self, hub: PDMMServer, nodes: list[int]) -> PDMMServer:
+        """Re-open the edges of `nodes` at z_s[i] = c x_s, which leaves x_s unchanged."""
+        if not nodes:
+            return hub
+        z = hub.z.clone()
+        z[nodes] = self.c * hub.x
+        return hub._replace(z=z)

@@ -29,7 +29,8 @@ from typing import Any
 import torch
 
 from fedpdmm import aggregators
-from fedpdmm.aggregators import Aggregator, PreAggregator
+from fedpdmm.aggregators import Aggregator, PreAggregator, RuleContext
+from fedpdmm.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -48,34 +49,16 @@ class RobustCombine:
         return self.rule.name == "mean" and not self.pre
 
     def __call__(
-        self,
-        rows: torch.Tensor,
-        base: torch.Tensor,
-        *,
-        state: Any = None,
-        reference: torch.Tensor | None = None,
-        center: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        clients: torch.Tensor | None = None,
+        self, rows: torch.Tensor, base: torch.Tensor, context: RuleContext = RuleContext()
     ) -> tuple[torch.Tensor, Any]:
         """(base + rule(rows - base) `[d]`, the rule's new state). `rows` `[m, d]`, `base` `[d]`.
 
-        `reference` (FLTrust's server update) and `center` (centred clipping's starting point,
-        default 0: the base itself) are in the difference frame.
+        `context.reference` (FLTrust's server update) and `context.center` (centred clipping's
+        starting point, default 0: the base itself) are in the difference frame.
         """
-        differences = rows - base
-        if center is None and self.rule.needs_center:
-            center = torch.zeros_like(base)
-        result = aggregators.aggregate(
-            differences,
-            self.rule,
-            self.pre,
-            center=center,
-            reference=reference,
-            state=state,
-            generator=generator,
-            clients=clients,
-        )
+        if context.center is None and self.rule.needs_center:
+            context = context._replace(center=torch.zeros_like(base))
+        result = aggregators.aggregate(rows - base, self.rule, self.pre, context)
         return base + result.value, result.state
 
     def value(self, rows: torch.Tensor) -> torch.Tensor:
@@ -129,3 +112,19 @@ def _params(table: dict, name: str, params: dict[str, dict[str, Any]], default_f
     if "f" in fields and "f" not in chosen:
         chosen["f"] = default_f
     return chosen
+
+
+def check_rows(robust: RobustCombine, label: str, rows_per_receiver: dict[int, int]) -> None:
+    """ConfigError unless the chain can run on the rows each receiver combines (node -> rows;
+    node -1 is the server)."""
+    for node, rows in rows_per_receiver.items():
+        if node < 0:  # the server: the rule's own message says it all
+            aggregators.check_pipeline(robust.rule, robust.pre, n=rows)
+            continue
+        try:
+            aggregators.check_pipeline(robust.rule, robust.pre, n=rows)
+        except ConfigError as error:
+            raise ConfigError(
+                f"{label!r} cannot run at node {node} of the graph, which combines {rows} "
+                f"rows: {error}"
+            ) from None

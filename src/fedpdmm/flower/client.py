@@ -3,7 +3,7 @@
 A node holds only its own partition. `ClientData` keeps the engine's layout (every client's offset
 and size) with the other clients' sizes set to zero, so `fedpdmm.local.train` with
 `clients=[partition]` draws exactly the simulator's batches (they depend on seed, client, round).
-What a node sends goes through `fedpdmm.engine.transmit` with the key `partition`, so the attack
+What a node sends goes through `fedpdmm.rounds.strike` with the key `partition`, so the attack
 noise comes from `generator(seed, "attack", round, partition)`, the simulator's stream for that
 client.
 """
@@ -17,11 +17,15 @@ from typing import Any
 
 import torch
 
-from fedpdmm import engine, seeding
+from fedpdmm import seeding
+from fedpdmm.build import build_algorithm, build_attack
 from fedpdmm.config import Config
 from fedpdmm.flower.settings import NodeRole
 from fedpdmm.local import ClientData, train
 from fedpdmm.models import FlatModel
+from fedpdmm.network import Network
+from fedpdmm.rounds import NO_ATTACK, MessageRows, Target, strike
+from fedpdmm.setup import Setup, build_setup
 
 
 @dataclass(frozen=True)
@@ -57,20 +61,20 @@ class LocalData:
     num_classes: int
 
 
-def local_data_from_setup(setup: engine.Setup, partition: int) -> LocalData:
+def local_data_from_setup(setup: Setup, partition: int) -> LocalData:
     """Cut partition `partition` out of a full engine setup (same sample order as the simulator)."""
-    index = setup.parts[partition]
+    index = setup.data.parts[partition]
     return LocalData(
-        features=setup.dataset.x_train[index].contiguous(),
-        labels=setup.dataset.y_train[index].contiguous(),
-        input_shape=tuple(setup.dataset.input_shape),
-        num_classes=setup.dataset.num_classes,
+        features=setup.data.dataset.x_train[index].contiguous(),
+        labels=setup.data.dataset.y_train[index].contiguous(),
+        input_shape=tuple(setup.data.dataset.input_shape),
+        num_classes=setup.data.dataset.num_classes,
     )
 
 
 def load_local_data(config: Config, role: NodeRole) -> LocalData:
     """Load the dataset and partition exactly as `fedpdmm run` does; keep this node's part."""
-    return local_data_from_setup(engine.build_setup(config, role.data_dir), role.partition)
+    return local_data_from_setup(build_setup(config, role.data_dir), role.partition)
 
 
 def client_data(local: LocalData, partition: int, num_clients: int) -> ClientData:
@@ -92,23 +96,11 @@ def build_model(config: Config, local: LocalData) -> FlatModel:
     )
 
 
-def node_setup(
-    config: Config, model: FlatModel, data: ClientData, x0: torch.Tensor
-) -> engine.Setup:
-    """An engine `Setup` holding what a node has (its data, the model), enough to build the
-    algorithm whose client steps it runs; the Byzantine count only sizes the server's rule."""
+def node_network(config: Config) -> Network:
+    """The server's network as a node can know it: n clients, of which `num_byzantine` are
+    Byzantine (the count sizes the server's robust rule; which ones does not matter here)."""
     n = config.data.num_clients
-    return engine.Setup(
-        config=config,
-        dataset=None,
-        parts=[],
-        client_data=data,
-        model=model,
-        x0=x0,
-        byzantine=torch.arange(n) < config.num_byzantine,
-        train_eval_index=torch.empty(0, dtype=torch.int64),
-        histogram=torch.empty(0),
-    )
+    return Network(n, torch.arange(n) < config.num_byzantine)
 
 
 def client_round(
@@ -118,7 +110,7 @@ def client_round(
     request: RoundRequest,
     state: dict[str, torch.Tensor] | None,
 ) -> tuple[dict[str, torch.Tensor], RoundReply]:
-    """Run one round on this node: receive, K local SGD steps, finish, transmit.
+    """Run one round on this node: receive, K local SGD steps, finish, strike, encode.
 
     `state` holds the client's algorithm state (`x`, and `z` for PDMM) as `[1, d]` tensors from the
     previous round of the same combination; None (or `request.reset`) starts from round 0's state.
@@ -128,18 +120,18 @@ def client_round(
     model = build_model(config, local)
     data = client_data(local, partition, n)
     x0 = model.init(seeding.generator(config.seed, "model-init"))
-    algorithm = engine.build_algorithm(request.algorithm, node_setup(config, model, data, x0))
-    attack = engine.build_attack(request.attack, config, getattr(algorithm, "robust", None))
-    byzantine = role.byzantine and request.attack != "none"
+    algorithm = build_algorithm(request.algorithm, config, node_network(config))
+    attack = build_attack(request.attack, config, algorithm.robust)
+    byzantine = role.byzantine and request.attack != NO_ATTACK
     own = torch.tensor([partition])
-    if byzantine and getattr(attack, "data_attack", False):
+    if byzantine and attack.data_attack:
         data = data.with_labels(own, partial(attack.flip_labels, num_classes=local.num_classes))
-    initial = algorithm.init(x0)[1]
+    initial = algorithm.init(x0).nodes
     if state is None or request.reset:
-        clients = type(initial)(*(field[partition : partition + 1] for field in initial))
+        nodes = type(initial)(*(field[partition : partition + 1] for field in initial))
     else:
-        clients = type(initial)(**state)
-    clients, problem = algorithm.receive(clients, request.downlink.reshape(1, -1))
+        nodes = type(initial)(**state)
+    nodes, problem = algorithm.receive(nodes, request.downlink.reshape(1, -1))
     trained = train(
         model,
         problem.start,
@@ -152,19 +144,21 @@ def client_round(
         seed=config.seed,
         center=problem.center,
         rho=problem.rho,
+        linear=problem.linear,
     )
-    clients = algorithm.finish(clients, trained)
-    message = engine.transmit(
+    nodes = algorithm.finish(nodes, trained)
+    message = strike(
+        Target(request.target),
         attack,
-        request.target,
-        partial(algorithm.encode, clients),
+        algorithm,
+        nodes,
         problem.start,
         trained,
         torch.tensor([byzantine]),
+        MessageRows(None, [partition]),
         config.seed,
         request.round,
-        keys=[partition],
     )
-    model_row = algorithm.client_models(clients)[0] if request.send_model else None
+    model_row = nodes.x[0] if request.send_model else None
     reply = RoundReply(message[0], model_row, time.perf_counter() - began)
-    return dict(clients._asdict()), reply
+    return dict(nodes._asdict()), reply

@@ -23,10 +23,10 @@ import threading
 import time
 from pathlib import Path
 
-from fedpdmm import engine
 from fedpdmm.config import Config
 from fedpdmm.errors import ConfigError, FedpdmmError
 from fedpdmm.flower.settings import check_deployable, run_config_for
+from fedpdmm.setup import build_setup
 
 FEDERATION = "local-deploy"
 APP_PYPROJECT = """\
@@ -318,7 +318,7 @@ def run_local(
             f"--nodes {nodes} differs from data.num_clients={config.data.num_clients}: one "
             "SuperNode serves one partition; make them equal"
         )
-    byzantine = engine.build_setup(config, data_dir).byzantine
+    byzantine = build_setup(config, data_dir).network.byzantine
     roles = frozenset(byzantine.nonzero().flatten().tolist())
     with (
         _sigterm_as_interrupt(),

@@ -10,10 +10,10 @@ from collections.abc import Callable
 
 import torch
 
-from fedpdmm import engine
+from fedpdmm.engine import CombinationResult
 from fedpdmm.flower.client import LocalData, RoundReply, RoundRequest, client_round
-from fedpdmm.flower.server import server_setup
 from fedpdmm.flower.settings import NodeRole, RunSettings
+from fedpdmm.setup import Setup, build_setup
 
 # fault(round, partition) -> None (answer), "down" (no answer), or a reply to send instead
 Fault = Callable[[int, int], "str | RoundReply | None"]
@@ -63,12 +63,12 @@ class LoopbackTransport:
 
 
 def loopback_nodes(
-    setup: engine.Setup, byzantine: torch.Tensor | None = None
+    setup: Setup, byzantine: torch.Tensor | None = None
 ) -> tuple[list[NodeRole], list[LocalData]]:
     """One role and local data per partition of `setup` (Byzantine as in `setup` by default)."""
     from fedpdmm.flower.client import local_data_from_setup
 
-    byzantine = setup.byzantine if byzantine is None else byzantine
+    byzantine = setup.network.byzantine if byzantine is None else byzantine
     n = setup.config.data.num_clients
     roles = [NodeRole(k, bool(byzantine[k]), None) for k in range(n)]
     return roles, [local_data_from_setup(setup, k) for k in range(n)]
@@ -76,11 +76,10 @@ def loopback_nodes(
 
 def run_loopback(
     settings: RunSettings, fault: Fault | None = None, data_dir: str | None = None
-) -> tuple[engine.Setup, list[engine.CombinationResult]]:
+) -> tuple[Setup, list[CombinationResult]]:
     """Every combination of `settings.config` through the Flower protocol, in this process."""
     from fedpdmm.flower.server import run_federation
 
-    setup = engine.build_setup(settings.config, data_dir or settings.data_dir)
-    setup = server_setup(settings, setup.byzantine, data_dir or settings.data_dir)
+    setup = build_setup(settings.config, data_dir or settings.data_dir)
     roles, local = loopback_nodes(setup)
     return setup, run_federation(setup, LoopbackTransport(settings, roles, local, fault), settings)

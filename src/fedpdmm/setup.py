@@ -1,0 +1,124 @@
+"""What every combination of one config shares: the federated data, the network, the model.
+
+Built once per config (`build_setup`), so combinations differ only in the algorithm and the
+attack: the same split, Byzantine set, initial model and batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from fedpdmm import resources
+from fedpdmm.build import build_algorithm, check_names
+from fedpdmm.config import Config
+from fedpdmm.data import Dataset, label_histogram, load_dataset, partition
+from fedpdmm.local import ClientData
+from fedpdmm.models import FlatModel
+from fedpdmm.network import Network, build_network
+from fedpdmm.seeding import generator
+
+TRAIN_EVAL_SAMPLES = 10_000
+
+
+@dataclass(frozen=True)
+class FederatedData:
+    """The dataset, each client's part of it, and the server's clean root dataset (FLTrust)."""
+
+    dataset: Dataset
+    parts: list[torch.Tensor]
+    clients: ClientData
+    histogram: torch.Tensor  # [n, classes]
+    train_eval_index: torch.Tensor  # dataset indices used for the honest training loss
+    root: ClientData
+
+
+@dataclass(frozen=True)
+class Setup:
+    config: Config
+    data: FederatedData
+    network: Network
+    model: FlatModel
+    x0: torch.Tensor  # [d] the initial model of every node
+
+
+def honest_train_sample(
+    config: Config, parts: list[torch.Tensor], byzantine: torch.Tensor
+) -> torch.Tensor:
+    """Up to `TRAIN_EVAL_SAMPLES` seeded indices of the honest clients' training samples."""
+    n = config.data.num_clients
+    honest = torch.cat([parts[k] for k in range(n) if not byzantine[k]] or [parts[0]])
+    keep = torch.randperm(len(honest), generator=generator(config.seed, "train-eval"))
+    return honest[keep[:TRAIN_EVAL_SAMPLES]].sort().values
+
+
+def build_data(config: Config, byzantine: torch.Tensor, data_dir: str | None) -> FederatedData:
+    """Load and partition the data (seeded), and draw the honest-loss sample and the root set."""
+    dataset = load_dataset(
+        config.data.name,
+        data_dir=data_dir or config.data.dir,
+        seed=config.seed,
+        **config.data.options,
+    )
+    parts = partition(
+        dataset.y_train,
+        config.data.num_clients,
+        config.data.partition,
+        generator=generator(config.seed, "partition"),
+        alpha=config.data.alpha,
+        min_size=config.data.min_size,
+        shards_per_client=config.data.shards_per_client,
+    )
+    root = torch.randperm(len(dataset.y_train), generator=generator(config.seed, "root"))
+    return FederatedData(
+        dataset=dataset,
+        parts=parts,
+        clients=ClientData.from_parts(dataset.x_train, dataset.y_train, parts),
+        histogram=label_histogram(dataset.y_train, parts, dataset.num_classes),
+        train_eval_index=honest_train_sample(config, parts, byzantine),
+        root=ClientData.from_parts(
+            dataset.x_train, dataset.y_train, [root[: config.algorithm.root_size].sort().values]
+        ),
+    )
+
+
+def build_model(config: Config, input_shape, num_classes: int) -> tuple[FlatModel, torch.Tensor]:
+    """The flat model and its seeded initial vector `[d]`."""
+    model = FlatModel.build(config.model.name, input_shape, num_classes, config.model.hidden)
+    return model, model.init(generator(config.seed, "model-init"))
+
+
+def build_setup(config: Config, data_dir: str | None = None) -> Setup:
+    """Data, network and model of `config`. Every name, rule and parameter is checked before any
+    data is loaded, and the run's memory before any state is allocated."""
+    check_names(config)
+    network = build_network(config)
+    for name in config.algorithms:
+        build_algorithm(name, config, network)
+    data = build_data(config, network.byzantine, data_dir)
+    dataset = data.dataset
+    num_train = len(dataset.y_train)
+    resources.check_root_size(config, num_train)
+    resources.check_memory(
+        config,
+        resources.num_parameters(
+            config.model.name, dataset.input_shape, dataset.num_classes, config.model.hidden
+        ),
+        num_train,
+        num_edges=None if network.edges is None else network.edges.num_directed_edges,
+    )
+    model, x0 = build_model(config, dataset.input_shape, dataset.num_classes)
+    return Setup(config, data, network, model, x0)
+
+
+def with_byzantine(setup: Setup, byzantine: torch.Tensor) -> Setup:
+    """The same setup with another Byzantine set (and its honest training-loss sample)."""
+    if torch.equal(setup.network.byzantine, byzantine):
+        return setup
+    index = honest_train_sample(setup.config, setup.data.parts, byzantine)
+    return replace(
+        setup,
+        network=setup.network.with_byzantine(byzantine),
+        data=replace(setup.data, train_eval_index=index),
+    )
