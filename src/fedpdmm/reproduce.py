@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fedpdmm import config as config_module
-from fedpdmm import report, sweep
+from fedpdmm import report, store, sweep
 from fedpdmm.config import TARGETS
 from fedpdmm.errors import ConfigError, FedpdmmError
 
@@ -91,7 +91,7 @@ def build_config(experiment: Experiment, preset_dir: Path | None = None) -> conf
     """The experiment's base config: its preset with the overrides applied."""
     raw = config_module.read_toml(preset_path(experiment.preset, preset_dir))
     for key, value in experiment.overrides.items():
-        sweep._set_key(raw, key, value)
+        sweep.set_key(raw, key, value)
     if "attack.fraction" in experiment.overrides:
         raw.get("attack", {}).pop("num_byzantine", None)
     return config_module.validate(raw)
@@ -280,8 +280,8 @@ def _find(found: Sequence[report.Cell], algorithm: str, attack: str, target: str
 
 def paired_gaps(pdmm: report.Cell, fedavg: report.Cell) -> list[float]:
     """PDMM minus FedAvg final accuracy in points, for the seeds both have."""
-    finals_p = {seed: report._accuracy(rows[-1]) for seed, rows in pdmm.series.items()}
-    finals_f = {seed: report._accuracy(rows[-1]) for seed, rows in fedavg.series.items()}
+    finals_p = {seed: report.accuracy_of(rows[-1]) for seed, rows in pdmm.series.items()}
+    finals_f = {seed: report.accuracy_of(rows[-1]) for seed, rows in fedavg.series.items()}
     return [100 * (finals_p[s] - finals_f[s]) for s in finals_p if s in finals_f]
 
 
@@ -322,7 +322,7 @@ def fluctuation(cell: report.Cell) -> float:
     of training, averaged over seeds."""
     values = []
     for rows in cell.series.values():
-        accuracy = [100 * report._accuracy(row) for row in rows]
+        accuracy = [100 * report.accuracy_of(row) for row in rows]
         tail = accuracy[len(accuracy) // 2 :]
         if len(tail) > 1:
             values.append(statistics.fmean(abs(b - a) for a, b in itertools.pairwise(tail)))
@@ -391,7 +391,7 @@ def claims_document(
     table = []
     for claim in CLAIMS:
         experiment = next((e for e in experiments if e.name == f"claims_{claim.preset}"), None)
-        if experiment is None or not (out / experiment.name / sweep.SWEEP_FILE).exists():
+        if experiment is None or not (out / experiment.name / store.SWEEP_FILE).exists():
             continue
         raw = config_module.read_toml(preset_path(claim.preset, preset_dir))
         results = report.load_results(out / experiment.name)
@@ -423,7 +423,7 @@ def claims_document(
     for claim in CLAIMS:
         names = [f"convergence_{claim.preset}", f"claims_{claim.preset}"]
         for name in names:
-            if (out / name / sweep.SWEEP_FILE).exists():
+            if (out / name / store.SWEEP_FILE).exists():
                 raw = config_module.read_toml(preset_path(claim.preset, preset_dir))
                 results = report.load_results(out / name)
                 convergence += convergence_rows(claim.label, results, attack_of(raw))
@@ -476,7 +476,7 @@ def _write(
             (staging / name).write_text(text)
         for experiment in experiments:
             root = out / experiment.name
-            if not (root / sweep.SWEEP_FILE).exists():
+            if not (root / store.SWEEP_FILE).exists():
                 continue
             images = staging / experiment.name
             images.mkdir()
