@@ -56,6 +56,7 @@ def run(
     config = config_module.load(config_path, set_ or [])
     out = out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     results.check_output_dir(out)
+    results.remove_stale_partials(out)
     combos = engine.combinations(config)
     with _progress(quiet) as progress:
         task = progress.add_task("setting up", total=len(combos) * config.rounds)
@@ -165,5 +166,5 @@ def main() -> None:
     try:
         app()
     except FedpdmmError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {' '.join(str(error).splitlines())}", file=sys.stderr)
         sys.exit(2)

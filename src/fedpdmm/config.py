@@ -6,16 +6,37 @@ names the key; nothing is silently ignored.
 
 from __future__ import annotations
 
-import json
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from fedpdmm.config_bounds import (
+    INT64_MAX as INT64_MAX,
+)
+from fedpdmm.config_bounds import (
+    MAX_HIDDEN as MAX_HIDDEN,
+)
+from fedpdmm.config_bounds import (
+    Float32,
+    Int64,
+    check_numbers,
+    table_error,
+)
 from fedpdmm.errors import ConfigError
-
-TARGETS = ("model", "update", "message")
+from fedpdmm.targets import TARGETS as TARGETS
+from fedpdmm.tomlfiles import dump_toml as dump_toml
+from fedpdmm.tomlfiles import presets as presets
+from fedpdmm.tomlfiles import read_toml as read_toml
+from fedpdmm.tomlfiles import toml_value as toml_value
 
 
 class _Section(BaseModel):
@@ -26,13 +47,18 @@ class _Section(BaseModel):
 
 class DataConfig(_Section):
     name: str = "digits"
-    num_clients: int = Field(10, ge=1)
+    num_clients: Int64 = Field(10, ge=1)
     partition: Literal["iid", "dirichlet", "shards"] = "iid"
-    alpha: float = Field(0.5, gt=0)
-    min_size: int = Field(1, ge=0)
-    shards_per_client: int = Field(2, ge=1)
+    alpha: Float32 = Field(0.5, gt=0)
+    min_size: Int64 = Field(1, ge=0)
+    shards_per_client: Int64 = Field(2, ge=1)
     dir: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("options")
+    @classmethod
+    def _option_numbers(cls, options: dict[str, Any]) -> dict[str, Any]:
+        return check_numbers(options, finite=True)
 
 
 class ModelConfig(_Section):
@@ -44,22 +70,32 @@ class ModelConfig(_Section):
     def _positive(cls, hidden: list[int]) -> list[int]:
         if any(h < 1 for h in hidden):
             raise ValueError("every hidden size must be >= 1")
+        if any(h > MAX_HIDDEN for h in hidden):
+            raise ValueError(f"every hidden size must be at most {MAX_HIDDEN:,}")
         return hidden
 
 
 class LocalConfig(_Section):
-    steps: int = Field(10, ge=1)
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(0.05, gt=0)
+    steps: Int64 = Field(10, ge=1)
+    batch_size: Int64 = Field(32, ge=1)
+    lr: Float32 = Field(0.05, gt=0)
 
 
 class PDMMConfig(_Section):
-    c: float = Field(0.4, gt=0)
+    c: Float32 = Field(0.4, gt=0)
     theta: float = Field(1.0, gt=0, le=1)
 
 
 class FedAvgConfig(_Section):
     weighting: Literal["uniform", "samples"] = "uniform"
+
+
+class FedProxConfig(_Section):
+    mu: Float32 = Field(0.01, ge=0)
+
+
+class ScaffoldConfig(_Section):
+    server_lr: Float32 = Field(1.0, gt=0)
 
 
 class AlgorithmConfig(_Section):
@@ -68,18 +104,28 @@ class AlgorithmConfig(_Section):
     aggregator: str = "mean"
     pre: list[str] = Field(default_factory=list)
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    root_size: int = Field(100, ge=1)
+    root_size: Int64 = Field(100, ge=1)
+
+    @field_validator("params")
+    @classmethod
+    def _param_numbers(cls, params: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        return check_numbers(params, finite=False)
 
 
 class AttackConfig(_Section):
-    num_byzantine: int | None = Field(None, ge=0)
+    num_byzantine: Int64 | None = Field(None, ge=0)
     fraction: float | None = Field(None, ge=0, le=1)
     target: Literal["model", "update", "message"] | list[Literal["model", "update", "message"]] = (
         "message"
     )
-    sigma: float = Field(0.1, gt=0)
+    sigma: Float32 = Field(0.1, gt=0)
     mode: Literal["add", "replace"] = "add"
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("params")
+    @classmethod
+    def _param_numbers(cls, params: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        return check_numbers(params, finite=False)
 
     @model_validator(mode="after")
     def _one_count(self) -> AttackConfig:
@@ -108,11 +154,16 @@ class TopologyConfig(BaseModel):
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
 
+    @model_validator(mode="after")
+    def _param_numbers(self) -> TopologyConfig:
+        check_numbers(self.params, finite=True)
+        return self
+
 
 class Config(_Section):
-    seed: int = 0
-    rounds: int = Field(50, ge=1)
-    eval_every: int = Field(5, ge=1)
+    seed: Int64 = 0
+    rounds: Int64 = Field(50, ge=1)
+    eval_every: Int64 = Field(5, ge=1)
     algorithms: list[str] = Field(default_factory=list)
     attacks: list[str] = Field(default_factory=lambda: ["none", "sign_flip"])
     data: DataConfig = Field(default_factory=DataConfig)
@@ -120,6 +171,8 @@ class Config(_Section):
     local: LocalConfig = Field(default_factory=LocalConfig)
     pdmm: PDMMConfig = Field(default_factory=PDMMConfig)
     fedavg: FedAvgConfig = Field(default_factory=FedAvgConfig)
+    fedprox: FedProxConfig = Field(default_factory=FedProxConfig)
+    scaffold: ScaffoldConfig = Field(default_factory=ScaffoldConfig)
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     attack: AttackConfig = Field(default_factory=AttackConfig)
     topology: TopologyConfig = Field(default_factory=TopologyConfig)
@@ -170,11 +223,45 @@ class Config(_Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _known_tables(self) -> Config:
+        """Parameter tables name rules, pre-aggregations and attacks that exist (used or not)."""
+        if self.algorithm.params:
+            from fedpdmm import aggregators
+
+            valid = [*aggregators.names(), *aggregators.pre_names()]
+            _known_names(self.algorithm.params, valid, "algorithm.params", "aggregation rule")
+        if self.attack.params:
+            from fedpdmm import attacks
+
+            _known_names(self.attack.params, attacks.names(), "attack.params", "attack")
+        return self
+
+
+def _known_names(tables: dict[str, Any], valid: list[str], where: str, kind: str) -> None:
+    for name in tables:
+        if name not in valid:
+            raise table_error(
+                f"{where}.{name}",
+                f"there is no {kind} named {name!r}, so its parameters cannot be used; "
+                f"valid names: {', '.join(valid)}",
+            )
+
+
+def _printable(text: str) -> str:
+    """`text` with control characters escaped, so that a message stays on one line."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
 
 def _one_line(error: ValidationError) -> str:
     first = error.errors()[0]
     key = ".".join(str(part) for part in first["loc"] if "[" not in str(part))
     kind = first["type"]
+    if kind == "table_value":
+        context = first.get("ctx", {})
+        key = _printable(".".join(filter(None, [key, str(context.get("path", ""))])))
+        return f"config key '{key}': {context.get('reason', first['msg'])}"
+    key = _printable(key)
     if kind == "extra_forbidden":
         parent = key.rpartition(".")[0]
         section = _section_fields(parent)
@@ -208,56 +295,77 @@ def validate(raw: dict[str, Any]) -> Config:
         raise ConfigError(_one_line(error)) from None
 
 
-def parse_value(text: str) -> Any:
-    """Read a `--set` value as a TOML value; a bare word is a string (`lr=0.05`, `name=mnist`)."""
-    try:
-        return tomllib.loads(f"value = {text}")["value"]
-    except tomllib.TOMLDecodeError:
-        if text and not any(ch in text for ch in "[]{}\"'=,"):
-            return text
+def parse_value(text: str, key: str | None = None) -> Any:
+    """Read a `--set` value as a TOML value; a bare word is a string (`lr=0.05`, `name=mnist`).
+
+    `key`, when given, is named in the error message.
+    """
+    where = f"--set {key}: " if key else ""
+    if not text.strip():
+        example = key or "rounds"
         raise ConfigError(
-            f'cannot read {text!r} as a TOML value: quote strings and write lists as ["a", "b"]'
-        ) from None
+            f"{where}the value is empty; give a TOML value, e.g. {example}=5, "
+            f'{example}=mnist or {example}=["a", "b"]'
+        )
+    try:
+        parsed = tomllib.loads(f"value = {text}")
+    except tomllib.TOMLDecodeError:
+        if not any(ch in text for ch in "[]{}\"'=,\n"):
+            return text
+        parsed = {}
+    if set(parsed) != {"value"}:
+        raise ConfigError(
+            f"{where}cannot read {text!r} as one TOML value: quote strings and write lists "
+            'as ["a", "b"]'
+        )
+    return parsed["value"]
 
 
 def apply_override(raw: dict[str, Any], assignment: str) -> None:
     """Apply one `key.sub=value` assignment to a nested dict in place."""
     key, sep, text = assignment.partition("=")
     key = key.strip()
-    if not sep or not key:
-        raise ConfigError(f"--set expects key=value, got {assignment!r}")
-    parts = key.split(".")
+    if not key.isprintable():
+        raise ConfigError(f"--set {assignment!r}: the key contains control characters")
+    if not sep:
+        raise ConfigError(
+            f"--set {assignment!r} has no '=': write it as key=value, "
+            f"e.g. --set {key or 'rounds'}=5"
+        )
+    if not key:
+        raise ConfigError(
+            f"--set {assignment!r} has no key before '=': write it as key=value, "
+            "e.g. --set rounds=5"
+        )
+    parts = [part.strip() for part in key.split(".")]
+    if not all(parts):
+        raise ConfigError(
+            f"--set {key}: the key has an empty part; separate sections and keys by single "
+            "dots, e.g. --set data.name=mnist"
+        )
+    value_key = _value_prefix(parts)
+    if value_key is not None:
+        raise ConfigError(f"--set {key}: '{value_key}' is a value, not a section")
     node = raw
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
             raise ConfigError(f"--set {key}: '{part}' is a value, not a section")
         node = child
-    node[parts[-1]] = parse_value(text.strip())
+    node[parts[-1]] = parse_value(text.strip(), key)
 
 
-def presets() -> dict[str, Path]:
-    """The preset configs shipped with the package (`configs/` in the repository), by name."""
-    folder = Path(__file__).parent / "presets"
-    return {path.stem: path for path in sorted(folder.glob("*.toml"))}
-
-
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML config file (or a preset, by name) into a dict; one-line errors."""
-    path = Path(path)
-    if not path.exists() and str(path) in presets():
-        path = presets()[str(path)]
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(
-            f"config file {path} does not exist (presets: {', '.join(presets())})"
-        ) from None
-    except IsADirectoryError:
-        raise ConfigError(f"config path {path} is a directory, not a TOML file") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+def _value_prefix(parts: list[str]) -> str | None:
+    """The dotted prefix of `parts` that the schema defines as a plain value, if any."""
+    model: type[BaseModel] = Config
+    for depth, part in enumerate(parts[:-1]):
+        field = model.model_fields.get(part)
+        if field is None or get_origin(field.annotation) is dict:
+            return None
+        if not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return ".".join(parts[: depth + 1])
+        model = field.annotation
+    return None
 
 
 def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -271,33 +379,3 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
 def to_dict(config: Config) -> dict[str, Any]:
     """The fully resolved config as plain data (every default written out; `None` left out)."""
     return config.model_dump(mode="json", exclude_none=True)
-
-
-def dump_toml(data: dict[str, Any]) -> str:
-    """Write a nested dict of TOML-compatible values as TOML text (tables after plain keys)."""
-    lines: list[str] = []
-    _dump_table(data, [], lines)
-    return "\n".join(lines).strip() + "\n"
-
-
-def _dump_table(table: dict[str, Any], prefix: list[str], lines: list[str]) -> None:
-    plain = {k: v for k, v in table.items() if not isinstance(v, dict)}
-    tables = {k: v for k, v in table.items() if isinstance(v, dict)}
-    if prefix and (plain or not tables):
-        lines.append(f"\n[{'.'.join(prefix)}]")
-    for key, value in plain.items():
-        lines.append(f"{key} = {_toml_value(value)}")
-    for key, value in tables.items():
-        _dump_table(value, [*prefix, key], lines)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} as TOML")

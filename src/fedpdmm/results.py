@@ -6,17 +6,17 @@ file is complete, so a directory with the final name is always a finished run.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import math
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fedpdmm.errors import FedpdmmError
+from fedpdmm.staging import check_output_dir as check_output_dir
+from fedpdmm.staging import remove_stale_partials as remove_stale_partials
+from fedpdmm.staging import staged_directory as staged_directory
+from fedpdmm.store import read_metrics as read_metrics
+from fedpdmm.targets import NO_ATTACK, Target
 
 METRIC_COLUMNS = (
     "algorithm",
@@ -38,38 +38,6 @@ METRIC_COLUMNS = (
 )
 
 
-def check_output_dir(out: Path) -> None:
-    """Refuse to write over an existing non-empty directory (or a file)."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FedpdmmError(
-            f"output directory {out} already exists and is not empty; "
-            "choose another --out or remove it"
-        )
-
-
-@contextlib.contextmanager
-def staged_directory(out: Path) -> Iterator[Path]:
-    """Yield a temporary directory beside `out`; on success rename it to `out`, else remove it."""
-    check_output_dir(out)
-    parent = out.absolute().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
-    except OSError as error:
-        raise FedpdmmError(f"cannot create output directory {out}: {error.strerror}") from None
-    try:
-        yield staging
-        if out.exists():
-            out.rmdir()
-        os.replace(staging, out)
-    except OSError as error:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise FedpdmmError(f"cannot write results to {out}: {error.strerror}") from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
 def write_metrics(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     """One CSV row per algorithm x attack x target x evaluated round; known columns first."""
     extra = sorted({key for row in rows for key in row} - set(METRIC_COLUMNS))
@@ -85,23 +53,6 @@ def _csv_value(value: Any) -> Any:
     if isinstance(value, float):
         return "nan" if math.isnan(value) else repr(value)
     return value
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Read a metrics.csv back, converting numeric columns."""
-    with path.open(newline="") as handle:
-        return [
-            {key: _parse(value) for key, value in row.items()} for row in csv.DictReader(handle)
-        ]
-
-
-def _parse(text: str) -> Any:
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 def summarize(
@@ -167,7 +118,7 @@ def plot_accuracy(
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         label = f"{row['algorithm']} / {row['attack']}"
-        if row["attack"] != "none":
+        if row["attack"] != NO_ATTACK:
             label += f" @ {row['target']}"
         groups.setdefault(label, []).append(row)
     for label, group in groups.items():
@@ -215,13 +166,14 @@ def run_notes(setup) -> list[str]:
     from fedpdmm import topology
 
     config = setup.config
-    byzantine = setup.byzantine.nonzero().flatten().tolist()
-    if setup.graph is not None:
-        degrees = [d for _, d in setup.graph.degree()]
+    byzantine = setup.network.byzantine.nonzero().flatten().tolist()
+    if setup.network.graph is not None:
+        degrees = [d for _, d in setup.network.graph.degree()]
         setting = (
             f"peer-to-peer on a {config.topology.name} graph "
-            f"({setup.graph.number_of_edges()} edges, degree {min(degrees)}-{max(degrees)}, "
-            f"spectral gap {topology.spectral_gap(setup.graph):.4f}; edges in graph.csv); "
+            f"({setup.network.graph.number_of_edges()} edges, "
+            f"degree {min(degrees)}-{max(degrees)}, "
+            f"spectral gap {topology.spectral_gap(setup.network.graph):.4f}; edges in graph.csv); "
             "final/best: mean test accuracy of the honest nodes' models"
         )
     else:
@@ -237,7 +189,7 @@ def run_notes(setup) -> list[str]:
         f"attacked runs: {len(byzantine)} Byzantine clients {byzantine}; attack target(s): "
         f"{', '.join(config.attack.targets)} (the outcome depends on the target: see the README)",
         "honest mean/min: the honest clients' own models at the last evaluation",
-        *setup.warnings,
+        *setup.network.warnings,
     ]
     return notes
 
@@ -257,7 +209,7 @@ def write_run(out: Path, setup, outcomes) -> WrittenRun:
         for node, accuracy in row.pop("node_accuracy", {}).items()
     ]
     statuses = {
-        (o.algorithm, o.attack, o.target if o.attack != "none" else "none"): o.status
+        (o.algorithm, o.attack, o.target if o.attack != NO_ATTACK else Target.NONE.value): o.status
         for o in outcomes
     }
     summary = summarize(rows, statuses)
@@ -269,10 +221,10 @@ def write_run(out: Path, setup, outcomes) -> WrittenRun:
         write_metrics(staging / "metrics.csv", rows)
         write_clients(staging / "clients.csv", setup)
         (staging / "summary.md").write_text(summary_markdown(summary, title, run_notes(setup)))
-        plot_accuracy(staging / "accuracy.png", rows, title, band=setup.graph is not None)
+        plot_accuracy(staging / "accuracy.png", rows, title, band=setup.network.graph is not None)
         write_table(staging / "node_accuracy.csv", node_rows)
-        if setup.graph is not None:
-            write_graph(staging / "graph.csv", setup.graph)
+        if setup.network.graph is not None:
+            write_graph(staging / "graph.csv", setup.network.graph)
     return WrittenRun(out, summary)
 
 
@@ -295,7 +247,7 @@ def write_graph(path: Path, graph) -> None:
 
 def write_clients(path: Path, setup) -> None:
     """Per client: sample count, Byzantine role in attacked runs, label histogram."""
-    histogram = setup.histogram
+    histogram = setup.data.histogram
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(
@@ -307,4 +259,4 @@ def write_clients(path: Path, setup) -> None:
             ]
         )
         for client, counts in enumerate(histogram.tolist()):
-            writer.writerow([client, sum(counts), int(setup.byzantine[client]), *counts])
+            writer.writerow([client, sum(counts), int(setup.network.byzantine[client]), *counts])
