@@ -705,3 +705,21 @@ def test_usage_errors_are_typers_boxed_message_with_exit_code_2(
     assert code == 2
     assert expected in err and "Traceback" not in err and out == ""
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [["sweep", "digits"], ["reproduce", "paper", "--quick"]])
+@pytest.mark.parametrize("out", ["", ".", ".."])
+def test_sweep_and_reproduce_refuse_an_out_that_names_no_directory(
+    command: list[str], out: str, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "fedpdmm", *command, "--out", out],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --out"), result.stderr
+    assert list(tmp_path.iterdir()) == []

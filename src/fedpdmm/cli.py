@@ -114,13 +114,15 @@ def list_(
 ) -> None:
     """List the names the config accepts."""
     from fedpdmm import aggregators, attacks, data, models, topology
-    from fedpdmm.algorithms import CENTRALIZED, DECENTRALIZED
+    from fedpdmm.algorithms import ALGORITHMS
 
     catalogue = {
         "datasets": list(data.DATASETS),
         "models": list(models.MODELS),
-        "algorithms": [f"{name} (server)" for name in CENTRALIZED]
-        + [f"{name} (graph)" for name in DECENTRALIZED],
+        "algorithms": [
+            f"{name} ({' and '.join(s for s in ('server', 'graph') if entry.supports(s))})"
+            for name, entry in ALGORITHMS.items()
+        ],
         "attacks": list(attacks.names()),
         "aggregators": list(aggregators.names()),
         "pre-aggregations": list(aggregators.pre_names()),
@@ -130,6 +132,11 @@ def list_(
     }
     if what != "all" and what not in catalogue:
         raise FedpdmmError(f"cannot list {what!r}; choose one of {', '.join(catalogue)}")
+    if what == "algorithms":
+        for name, entry in ALGORITHMS.items():
+            settings = " and ".join(s for s in ("server", "graph") if entry.supports(s))
+            print(f"{name} ({settings}): {entry.description}")
+        return
     if what == "topologies":
         print("server: a server and n clients (the default; not a graph)")
         for name, defaults, description in topology.describe():

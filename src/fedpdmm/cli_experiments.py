@@ -26,6 +26,16 @@ DataDir = Annotated[
 Quiet = Annotated[bool, typer.Option("--quiet", help="No progress display.")]
 
 
+def _named_directory(out: Path, option: str = "--out") -> Path:
+    """`out` unless it names no directory of its own (empty, `.`, `..`): a one-line error."""
+    if out.name in ("", ".", ".."):
+        raise FedpdmmError(
+            f"{option} {str(out)!r} names no directory of its own (an empty value, '.' or '..'); "
+            f"give a folder name, e.g. {option} runs/sweep"
+        )
+    return out
+
+
 def _eta(seconds: float | None) -> str:
     if seconds is None:
         return "ETA -"
@@ -93,6 +103,7 @@ def sweep(
     """Run the cartesian product of the grid axes, one run directory per point; resumable."""
     from fedpdmm import sweep as sweep_module
 
+    out = _named_directory(out)
     base = config_module.load(config_path, set_ or [])
     plan = sweep_module.plan(base, sweep_module.parse_grid(grid or []), seeds)
     with _progress(quiet) as progress:
@@ -146,7 +157,8 @@ def reproduce(
     from fedpdmm import reproduce as reproduce_module
 
     name = which.value
-    out = out or Path("runs") / f"reproduce-{name}{'-quick' if quick else ''}"
+    default = Path("runs") / f"reproduce-{name}{'-quick' if quick else ''}"
+    out = default if out is None else _named_directory(out)
     if name == "paper":
         experiments = reproduce_module.paper_experiments(quick)
     else:
