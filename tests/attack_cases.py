@@ -105,4 +105,18 @@ CASES: tuple[AttackCase, ...] = (
             ({"num_classes": 1}, "num_classes must be an integer >= 2 or None, got num_classes=1"),
         ),
     ),
+    AttackCase(
+        "dissensus",
+        {"epsilon": 1.0},
+        invalid=(({"epsilon": -1.0}, "epsilon must be a finite number >= 0.0"),),
+    ),
+    AttackCase(
+        "drift",
+        {"kappa": 0.5, "pattern_seed": 3},
+        invalid=(
+            ({"kappa": -0.1}, "kappa must be a finite number >= 0.0"),
+            ({"pattern_seed": -1}, "pattern_seed must be an integer >= 0"),
+        ),
+    ),
+    AttackCase("replay", {"lag": 2}, invalid=(({"lag": 0}, "lag must be an integer >= 1"),)),
 )

@@ -193,7 +193,7 @@ def test_pdmm_star_iterates_are_the_synchronous_pdmm_iterates_at_theta_1(rounds:
     torch.testing.assert_close(server.x, hub_generic[N], rtol=1e-12, atol=1e-12)
 
 
-def test_pdmm_star_rejected_message_leaves_that_server_dual_unchanged() -> None:
+def test_pdmm_star_rejected_message_keeps_its_dual_and_leaves_the_server_mean() -> None:
     q, a = quadratics(N, DIM, seed=4)
     algorithm = PDMMStar(num_clients=N, c=1.0, theta=0.5)
     server, clients = run_rounds(
@@ -214,7 +214,9 @@ def test_pdmm_star_rejected_message_leaves_that_server_dual_unchanged() -> None:
     expected = 0.5 * before[others] + 0.5 * messages[others]
     torch.testing.assert_close(new.z[others], expected, rtol=0, atol=1e-14)
     assert torch.isfinite(new.x).all()
-    torch.testing.assert_close(new.x, new.z.mean(0) / 1.0, rtol=0, atol=1e-14)
+    # the rejected edge leaves the server's mean and degree (no stale or zero vote)
+    torch.testing.assert_close(new.x, new.z[others].mean(0) / 1.0, rtol=0, atol=1e-14)
+    assert new.open.tolist() == accepted.tolist()
     assert torch.equal(server.z, before), "combine must not mutate the old server state"
 
 

@@ -35,7 +35,13 @@ def bits(x: torch.Tensor) -> torch.Tensor:
 
 
 def build(case: AttackCase) -> attacks.Attack:
-    return attacks.get(case.name, **case.params)
+    """The case's attack; those that read the receiver or their past rows get a fixed context
+    (receiver model 0, rows 7 x 5, past rows of 3), as a round's strike would give them."""
+    attack = attacks.get(case.name, **case.params)
+    if attack.needs_receiver or attack.history:
+        past = torch.full((1, 5), 3.0)
+        attack = attack.bind(attacks.StrikeContext(base=torch.zeros(5), past=past))
+    return attack
 
 
 def run(attack: attacks.Attack, messages: torch.Tensor, mask: torch.Tensor = BYZANTINE, seed=1):
@@ -129,6 +135,7 @@ def test_omniscient_and_data_flags():
     built = {name: build(case) for case in CASES for name in [case.name]}
     omniscient = {name for name, attack in built.items() if attack.omniscient}
     expected = {"mimic", "alie", "ipm", "min_max", "min_sum", "optimal_alie", "optimal_ipm"}
+    expected |= {"dissensus", "drift"}
     assert omniscient == expected
     assert {name for name, attack in built.items() if attack.data_attack} == {"label_flip"}
     assert attacks.get("bit_flip") == attacks.get("sign_flip")

@@ -21,7 +21,6 @@ pytest.importorskip("flwr", reason="Flower is not installed: pip install 'fedpdm
 from fedpdmm import config as config_module
 from fedpdmm import engine
 from fedpdmm.algorithms import FedAvg, PDMMStar
-from fedpdmm.algorithms.base import CombineContext
 from fedpdmm.errors import ConfigError
 from fedpdmm.flower.client import RoundReply
 from fedpdmm.flower.launcher import LocalFederation
@@ -164,31 +163,30 @@ def test_malformed_replies_are_counted_and_never_averaged(tmp_path):
         assert math.isfinite(final["test_loss"])
 
 
-def test_inactive_pdmm_edge_leaves_the_server_model():
-    algorithm = PDMMStar(num_clients=3, c=0.5, theta=1.0)
+def test_a_missing_pdmm_reply_closes_the_edge_and_its_return_reopens_it_without_a_shift():
+    algorithm = PDMMStar(num_clients=3, c=0.5, theta=0.5)
     state = algorithm.init(torch.zeros(2))
     server = state.hub._replace(z=torch.tensor([[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]))
     messages = torch.tensor([[2.0, 0.0], [0.0, 2.0], [7.0, 7.0]])
-    active = torch.tensor([True, True, False])
-    updated = algorithm.combine(
-        state._replace(hub=server),
-        messages,
-        torch.ones(3, dtype=torch.bool),
-        CombineContext(open=active),
-    ).hub
-    assert torch.equal(updated.x, torch.tensor([1.0, 1.0]) / 0.5)  # mean of rows 0 and 1 / c
+    missing = torch.tensor([True, True, False])  # client 2 did not answer
+    updated = algorithm.combine(state._replace(hub=server), messages, missing).hub
+    z_open = 0.5 * server.z[:2] + 0.5 * messages[:2]
+    assert torch.equal(updated.x, z_open.mean(0) / 0.5)  # mean of the open edges / c
     assert torch.equal(updated.z[2], server.z[2])
-    reopened = algorithm.reopen(updated, [2])
-    assert torch.equal(reopened.z[2], 0.5 * updated.x)
-    assert torch.allclose(reopened.z.mean(0) / 0.5, updated.x)
+    back = algorithm.combine(
+        state._replace(hub=updated), updated.z.clone(), torch.ones(3, dtype=torch.bool)
+    ).hub
+    # the returning edge restarts from z = c x_s (which alone would leave x_s unchanged), not
+    # from its stale dual, before the relaxation with its new message
+    assert torch.allclose(back.z[2], 0.5 * (0.5 * updated.x) + 0.5 * updated.z[2])
 
 
-def test_fedavg_update_ignores_the_active_mask_beyond_acceptance():
+def test_fedavg_averages_the_replies_that_arrived():
     algorithm = FedAvg(num_clients=3)
     state = algorithm.init(torch.zeros(2))
     messages = torch.tensor([[1.0, 1.0], [3.0, 3.0], [9.0, 9.0]])
-    accepted = torch.tensor([True, True, False])
-    updated = algorithm.combine(state, messages, accepted, CombineContext(open=accepted)).hub
+    arrived = torch.tensor([True, True, False])
+    updated = algorithm.combine(state, messages, arrived).hub
     assert torch.equal(updated.x, torch.tensor([2.0, 2.0]))
 
 

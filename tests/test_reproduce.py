@@ -68,12 +68,20 @@ def test_paper_grid_runs_every_target_with_c_fixed(quick: bool, tiny_presets: Pa
     preset_c = config.read_toml(tiny_presets / "mnist_bitflip.toml")["pdmm"]["c"]
     for experiment in experiments:
         base = reproduce.build_config(experiment, tiny_presets)
-        assert base.attack.targets == list(TARGETS), experiment.name
+        expected = ["message"] if experiment.name.startswith("consensus_attacks_") else None
+        if experiment.name == "consensus_attacks":
+            expected = ["message", "model"]
+        assert base.attack.targets == (expected or list(TARGETS)), experiment.name
         plan = sweep.plan(base, experiment.grid, experiment.seeds)
         if experiment.name != "c_sensitivity":
             assert {spec.config.pdmm.c for spec in plan.runs} == {preset_c}
     claims = [by_name[f"claims_{c.preset}"] for c in reproduce.CLAIMS]
     assert all(e.seeds == (2 if quick else 5) for e in claims)
+    assert all(e.grid == {"attack.state": list(reproduce.STATES)} for e in claims)
+    for name in ("consensus_attacks", "consensus_attacks_decentralized"):
+        consensus = reproduce.build_config(by_name[name], tiny_presets)
+        assert set(reproduce.CONSENSUS_ATTACKS) <= set(consensus.attacks)
+        assert by_name[name].grid == {"attack.state": list(reproduce.STATES)}
     sensitivity = by_name["c_sensitivity"]
     assert preset_c in sensitivity.grid["pdmm.c"] and len(sensitivity.grid["pdmm.c"]) >= 5
     assert by_name["byzantine_fraction"].grid == {"attack.fraction": [0.0, 0.25, 0.5, 0.75]}
@@ -176,14 +184,16 @@ def test_paper_reproduction_end_to_end_on_tiny_presets(tmp_path: Path, tiny_pres
     assert all(not o.failed for o in outcomes.values())
     assert set(statuses) == {e.name for e in experiments}
     written, claims = reproduce.write_paper_report(experiments, tmp_path, tiny_presets, quick=True)
-    assert claims[0][-1] == "verdict" and len(claims) == 1 + 3 * len(TARGETS)
-    assert {row[1] for row in claims[1:]} == set(TARGETS)
+    assert claims[0][-1] == "verdict"
+    assert len(claims) == 1 + 3 * len(reproduce.STATES) * len(TARGETS)
+    assert {row[1] for row in claims[1:]} == set(reproduce.STATES)
+    assert {row[2] for row in claims[1:]} == set(TARGETS)
     assert {row[-1] for row in claims[1:]} <= {
         "reproduces",
         "same direction, smaller",
         "does not reproduce",
     }
-    assert [row[6] for row in claims[1:4]] == ["2", "2", "2"]
+    assert [row[7] for row in claims[1:4]] == ["2", "2", "2"]
     markdown = (written / "report.md").read_text()
     assert reproduce.RULE in markdown and "faster (no attack)" in markdown
     for experiment in experiments:
@@ -199,7 +209,12 @@ def test_paper_reproduction_end_to_end_on_tiny_presets(tmp_path: Path, tiny_pres
 def test_robust_grid_covers_the_main_rules_and_attacks(tmp_path: Path, tiny_presets: Path) -> None:
     from fedpdmm import attacks
 
-    (experiment,) = reproduce.robust_experiments(True, tiny_presets)
+    experiment, breakdown = reproduce.robust_experiments(True, tiny_presets)
+    assert breakdown.grid == {"attack.fraction": list(reproduce.BREAKDOWN_FRACTIONS)}
+    assert max(reproduce.BREAKDOWN_FRACTIONS) == 0.45
+    assert not any(name.endswith("+krum") for name in breakdown.overrides["algorithms"])
+    assert sweep.plan(reproduce.build_config(breakdown, tiny_presets), breakdown.grid, 1).runs
+    assert set(reproduce.CONSENSUS_ATTACKS) <= set(experiment.overrides["attacks"])
     algorithms = experiment.overrides["algorithms"]
     assert algorithms[: len(CENTRALIZED)] == list(CENTRALIZED)
     rules = [rule for rule in reproduce.MAIN_RULES if rule != "mean"]
@@ -268,12 +283,16 @@ def test_sweep_and_report_commands(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_reproduce_paper_quick_on_the_real_data(tmp_path: Path, real_data_dir: Path) -> None:
+    """The MNIST claim, every target under both attacker states, quick, on the real data (the
+    whole quick grid is `fedpdmm reproduce paper --quick`)."""
     result = CliRunner().invoke(
         cli_app(),
         [
             "reproduce",
             "paper",
             "--quick",
+            "--only",
+            "claims_mnist_bitflip",
             "--out",
             str(tmp_path),
             "--data-dir",
@@ -284,7 +303,16 @@ def test_reproduce_paper_quick_on_the_real_data(tmp_path: Path, real_data_dir: P
     assert result.exit_code == 0, result.output
     with (tmp_path / "report" / "claims.csv").open(newline="") as handle:
         claims = list(csv.reader(handle))
-    assert len(claims) == 1 + 3 * len(TARGETS)
+    assert len(claims) == 1 + len(reproduce.STATES) * len(TARGETS)
+    assert {row[1] for row in claims[1:]} == set(reproduce.STATES)
     markdown = (tmp_path / "report" / "report.md").read_text()
-    assert "c_sensitivity" in markdown and "byzantine_fraction" in markdown
+    assert "claims_mnist_bitflip" in markdown and "c_sensitivity" not in markdown
     assert not list(tmp_path.glob("*/failed/*.txt"))
+
+
+def test_reproduce_only_refuses_an_unknown_experiment(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli_app(), ["reproduce", "paper", "--only", "nosuch", "--out", str(tmp_path)]
+    )
+    assert result.exit_code != 0
+    assert "not an experiment of this reproduction" in str(result.exception or result.output)

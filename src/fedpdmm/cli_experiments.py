@@ -149,6 +149,10 @@ def reproduce(
     out: Annotated[
         Path | None, typer.Option(help="Output directory (default: runs/reproduce-<which>).")
     ] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(help="Run only this experiment of the grid (repeat for more)."),
+    ] = None,
     workers: Workers = None,
     data_dir: DataDir = None,
     quiet: Quiet = False,
@@ -163,6 +167,7 @@ def reproduce(
         experiments = reproduce_module.paper_experiments(quick)
     else:
         experiments = reproduce_module.robust_experiments(quick)
+    experiments = reproduce_module.select(experiments, only or [])
     with _progress(quiet) as progress:
         outcomes = reproduce_module.run_experiments(
             experiments, out, workers=workers, data_dir=data_dir, progress=_Display(progress)

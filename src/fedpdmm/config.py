@@ -120,6 +120,7 @@ class AttackConfig(_Section):
     )
     sigma: Float32 = Field(0.1, gt=0)
     mode: Literal["add", "replace"] = "add"
+    state: Literal["honest", "received"] = "honest"
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("params")

@@ -14,7 +14,9 @@ from typing import Any
 
 import torch
 
-from fedpdmm.algorithms.base import Algorithm, RoundState
+from fedpdmm import attacks as attack_library
+from fedpdmm.algorithms.base import Algorithm, CombineContext, RoundState
+from fedpdmm.attacker import AttackerMemory
 from fedpdmm.build import build_algorithm, build_attack
 from fedpdmm.config import Config
 from fedpdmm.evaluation import evaluate_round, is_broken
@@ -26,6 +28,7 @@ from fedpdmm.rounds import (
     ProgressCallback,
     Replies,
     Schedule,
+    Struck,
     Target,
     run_rounds,
     strike,
@@ -75,23 +78,49 @@ def local_training(setup: Setup, problem, data: ClientData, round_index: int) ->
 
 @dataclass
 class LocalWork:
-    """Every node's half of a round, in this process: train, finish, strike the Byzantine rows."""
+    """Every node's half of a round, in this process: train, finish, strike the Byzantine rows.
+
+    It also plays the Byzantine nodes' memory (`attack.state`, see `fedpdmm.attacker`): with
+    `"honest"` they remove the echo of their own corruption from what they receive; replaying
+    attacks read their own past rows.
+    """
 
     setup: Setup
     attack: Any
     target: Target
     byzantine: torch.Tensor  # [n] bool: the nodes that attack in this combination
     data: ClientData
+    memory: AttackerMemory = field(default_factory=AttackerMemory)
 
     def begin(self, algorithm: Algorithm, state: RoundState, round_index: int) -> RoundState:
         return state
 
-    def __call__(self, algorithm, nodes, downlink, round_index: int, evaluate: bool) -> Replies:
-        nodes, start, trained = self.train(algorithm, nodes, downlink, round_index)
-        messages = self.send(algorithm, nodes, start, trained, round_index)
-        config = self.setup.config
+    def __call__(
+        self, algorithm, state, downlink, round_index: int, evaluate: bool, context=None
+    ) -> Replies:
+        config, network = self.setup.config, self.setup.network
+        rows = network.byzantine_rows(self.byzantine)
+        honest_state = config.attack.state == "honest" and bool(rows.any())
+        echo = self.memory.echo_correction(algorithm, state, rows) if honest_state else None
+        if echo is not None and network.edges is None:
+            downlink = self.memory.correct_downlink(downlink, rows, echo)
+        nodes, start, trained = self.train(algorithm, state.nodes, downlink, round_index)
+        struck = self.send(
+            algorithm, state._replace(nodes=nodes), start, trained, round_index, context
+        )
+        if honest_state:
+            self.memory.remember(algorithm, struck.honest, rows)
+        messages = struck.messages
+        if echo is not None and network.edges is not None:
+            if messages is struck.honest:
+                messages = messages.clone()
+            colluding = rows & self.byzantine.index_select(0, network.edges.dst)
+            if bool(colluding.any()):  # Byzantine neighbours keep each other's state honest
+                messages[colluding] = struck.honest[colluding]
+            messages = self.memory.correct_incoming(messages, rows, echo, network.edges.reverse)
+        self.memory.keep_history(struck.space, rows, self.attack.history)
         samples = config.data.num_clients * config.local.steps * config.local.batch_size
-        return Replies(nodes, messages, None, None, samples)
+        return Replies(nodes, messages, None, samples)
 
     def train(self, algorithm, nodes, downlink, round_index: int):
         """(nodes, start, trained): every node's local problem, K SGD steps on it, `finish`."""
@@ -100,24 +129,34 @@ class LocalWork:
         trained = local_training(self.setup, problem, self.data, round_index)
         return algorithm.finish(nodes, trained), problem.start, trained
 
-    def send(self, algorithm, nodes, start, trained, round_index: int) -> torch.Tensor:
+    def send(self, algorithm, state, start, trained, round_index: int, context=None) -> Struck:
         """Every message row, the Byzantine ones struck at the target."""
         network = self.setup.network
+        rows = network.byzantine_rows(self.byzantine)
         return strike(
             self.target,
             self.attack,
             algorithm,
-            nodes,
+            state,
             start,
             trained,
-            network.byzantine_rows(self.byzantine),
-            MessageRows(None if network.edges is None else network.senders, network.keys),
+            rows,
+            message_rows(network),
             self.setup.config.seed,
             round_index,
+            context=context or CombineContext(),
+            past=self.memory.past(self.attack.history, rows),
         )
 
     def counters(self) -> dict[str, int]:
         return {}
+
+
+def message_rows(network) -> MessageRows:
+    """Senders, receivers and noise keys of `network`'s message rows."""
+    if network.edges is None:
+        return MessageRows(None, network.keys)
+    return MessageRows(network.senders, network.keys, network.edges.dst)
 
 
 def server_reference(setup: Setup, global_model: torch.Tensor, round_index: int) -> torch.Tensor:
@@ -204,11 +243,17 @@ def run_work(
 
 
 def combinations(config: Config) -> list[tuple[str, str, str]]:
-    """(algorithm, attack, target) triples in run order; `none` runs once, not per target."""
+    """(algorithm, attack, target) triples in run order; `none` runs once (target `none`), and a
+    data attack once (target `data`), not per target."""
     triples = []
     for algorithm in config.algorithms:
         for attack in config.attacks:
-            targets = [Target.NONE.value] if attack == NO_ATTACK else config.attack.targets
+            if attack == NO_ATTACK:
+                targets = [Target.NONE.value]
+            elif attack_library.REGISTRY.lookup(attack).data_attack:
+                targets = [Target.DATA.value]
+            else:
+                targets = config.attack.targets
             triples += [(algorithm, attack, target) for target in targets]
     return triples
 

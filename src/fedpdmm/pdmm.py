@@ -49,14 +49,21 @@ def init(edges: EdgeIndex, dim: int, dtype: torch.dtype = torch.float64) -> PDMM
     return PDMMState(x, z)
 
 
-def prox_centers(z: torch.Tensor, edges: EdgeIndex, c: float) -> tuple[torch.Tensor, torch.Tensor]:
+def prox_centers(
+    z: torch.Tensor, edges: EdgeIndex, c: float, keep: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Prox centers v [n, d] and weights rho [n] of the x-update.
 
-    rho_i = c d_i,  v_i = -sum_{e: src[e] = i} sign[e] z[e] / rho_i. Every node needs degree >= 1.
+    rho_i = c d_i,  v_i = -sum_{e: src[e] = i} sign[e] z[e] / rho_i, over the edges `keep` `[2E]`
+    (all by default; d_i counts the kept ones). A node without a kept edge gets rho_i = 0 and
+    v_i = 0 (no prox term).
     """
-    rho = c * edges.degree.to(z.dtype)
-    weights = -edges.sign.to(z.dtype) / rho.index_select(0, edges.src)
-    return weighted_edge_sum(z, edges.src, weights, edges.num_nodes), rho
+    degree = (
+        edges.degree if keep is None else torch.bincount(edges.src[keep], minlength=edges.num_nodes)
+    )
+    rho = c * degree.to(z.dtype)
+    weights = -edges.sign.to(z.dtype) / rho.index_select(0, edges.src).clamp_min(c)
+    return weighted_edge_sum(z, edges.src, weights, edges.num_nodes, keep=keep), rho
 
 
 def weighted_edge_sum(

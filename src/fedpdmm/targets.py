@@ -16,7 +16,8 @@ class Target(StrEnum):
     MODEL = "model"
     UPDATE = "update"
     MESSAGE = "message"
+    DATA = "data"  # data attacks (label_flip) corrupt training data; messages are sent honestly
 
 
-TARGETS: tuple[str, ...] = tuple(target.value for target in Target if target is not Target.NONE)
-"""The targets a config may choose (`attack.target`)."""
+TARGETS: tuple[str, ...] = ("model", "update", "message")
+"""The targets a config may choose (`attack.target`); data attacks run once, at `Target.DATA`."""

@@ -23,13 +23,16 @@ class RuleContext(NamedTuple):
     """Everything a rule may need beyond its rows, in one object (fields unused by a rule are
     ignored): `center` [d] (centered clipping's start), `reference` [d] (FLTrust's server
     update), `generator` (randomized rules and pre-aggregations), `clients` [n] (ids of the
-    senders, for per-client state) and `state` (the memory of a stateful rule)."""
+    senders, for per-client state), `state` (the memory of a stateful rule) and `dropped` (rows
+    of this combination already left out because their messages were rejected: they used up
+    part of the Byzantine budget, so every f is lowered by this count)."""
 
     center: Tensor | None = None
     reference: Tensor | None = None
     generator: torch.Generator | None = None
     clients: Tensor | None = None
     state: Any = None
+    dropped: int = 0
 
 
 class Aggregator:

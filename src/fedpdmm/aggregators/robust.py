@@ -50,8 +50,9 @@ def aggregate(
     """Aggregate `[n, d]` rows robustly: `[n, d] -> AggregateResult(value [d], state, dropped)`.
 
     1. Rows with a NaN or Inf are Byzantine: they are removed and counted, and every f of the
-       rule and of `pre` is lowered by that count (at least 0), since they used up part of the
-       budget (so the n >= ... conditions that held before still hold).
+       rule and of `pre` is lowered by that count plus `context.dropped` (rows the caller
+       already left out; at least 0), since they used up part of the budget (so the n >= ...
+       conditions that held before still hold).
     2. The pre-aggregations run in order (with `context.generator` for the randomized ones).
     3. The rule runs with what it declares it needs from `context` (`Aggregator.apply`);
        `context.clients` ([n] sender ids, default 0..n-1) is filtered with the rows.
@@ -67,10 +68,11 @@ def aggregate(
             f"{rule.name}; lower the learning rate or check the attack"
         )
     dropped = n - kept
+    if dropped + context.dropped:
+        rule = rule.with_fewer_byzantine(dropped + context.dropped)
+        pre = [step.with_fewer_byzantine(dropped + context.dropped) for step in pre]
     if dropped:
         x = x[finite]
-        rule = rule.with_fewer_byzantine(dropped)
-        pre = [step.with_fewer_byzantine(dropped) for step in pre]
         if rule.stateful:
             clients = finite.nonzero()[:, 0] if context.clients is None else context.clients[finite]
             context = context._replace(clients=clients)

@@ -8,7 +8,14 @@ import torch
 
 from fedpdmm.aggregators import finite_rows
 
-__all__ = ["Algorithm", "CombineContext", "LocalProblem", "RoundState", "finite_rows"]
+__all__ = [
+    "Algorithm",
+    "CombineContext",
+    "LocalProblem",
+    "RoundState",
+    "ServerAlgorithm",
+    "finite_rows",
+]
 
 
 class LocalProblem(NamedTuple):
@@ -31,18 +38,11 @@ class RoundState(NamedTuple):
 
 
 class CombineContext(NamedTuple):
-    """What a receiver's combination may use beyond the messages.
-
-    `generator`: randomized rules (seeded per round); `reference` `[d]`: FLTrust's server update;
-    `open` `[m]` bool: the message rows whose edge is in the receivers' combination this round
-    (None: every edge). A closed edge (a node that dropped out) is left out of the combination
-    altogether; a message that is merely not accepted leaves the receiver's state of that edge
-    as it was.
-    """
+    """What a receiver's combination may use beyond the messages: `generator` for randomized
+    rules (seeded per round) and `reference` `[d]`, FLTrust's server update."""
 
     generator: torch.Generator | None = None
     reference: torch.Tensor | None = None
-    open: torch.Tensor | None = None
 
 
 class Algorithm(Protocol):
@@ -50,11 +50,18 @@ class Algorithm(Protocol):
 
     Node functions act on any subset of rows (all n nodes in the simulator, one row on a real
     node); `combine` is the receivers' side (the server, or every graph node for its edges).
+    A message that is not accepted (non-finite, malformed, missing) closes its edge in the
+    receiver's combination until one is accepted again (each algorithm states how).
+
+    What attacks may know about the combination (`fedpdmm.rounds.strike`): `votes` maps message
+    rows to what their receivers combine (and `from_votes` back), `combine_at` is the value a
+    receiver computes from a given set of votes, `echo` is the part of each receiver's state that
+    its next message back to the sender carries (PDMM's duals; None where there is none).
     """
 
     name: ClassVar[str]  # the registry name, e.g. "pdmm"
     setting: ClassVar[str]  # "server" or "graph"
-    transport_hooks: ClassVar[bool]  # `reopen` re-initialises the edges of rejoining nodes
+    combines_own_row: ClassVar[bool]  # the receiver's own model is one of its rows (gossip)
     robust: Any
 
     @property
@@ -90,14 +97,33 @@ class Algorithm(Protocol):
 
     def models(self, state: RoundState) -> tuple[torch.Tensor | None, torch.Tensor]: ...
 
-    def reopen(self, hub: Any, nodes: list[int]) -> Any: ...
+    def echo(self, state: RoundState, rows: torch.Tensor) -> torch.Tensor | None: ...
+
+    def votes(self, state: RoundState, messages: torch.Tensor) -> torch.Tensor: ...
+
+    def from_votes(
+        self, state: RoundState, votes: torch.Tensor, rows: torch.Tensor
+    ) -> torch.Tensor: ...
+
+    def receiver_base(self, state: RoundState, receiver: int) -> torch.Tensor: ...
+
+    def receiver_weights(self, rows: torch.Tensor) -> torch.Tensor | None: ...
+
+    def combine_at(
+        self,
+        state: RoundState,
+        receiver: int,
+        rows: torch.Tensor,
+        votes: torch.Tensor,
+        context: CombineContext = CombineContext(),
+    ) -> torch.Tensor: ...
 
 
 class ServerAlgorithm:
-    """Defaults shared by the algorithms with a server: one message row per client."""
+    """Defaults shared by the algorithms with a server: one message row per client, all of them
+    received by the server (receiver 0); votes are the messages themselves; no echo."""
 
     setting: ClassVar[str] = "server"
-    transport_hooks: ClassVar[bool] = False
     combines_own_row: ClassVar[bool] = False
     robust: Any = None
 
@@ -116,5 +142,32 @@ class ServerAlgorithm:
     def encode_nodes(self, nodes: Any, models: torch.Tensor) -> torch.Tensor:
         return self.encode(nodes, models)  # type: ignore[attr-defined]
 
-    def reopen(self, hub: Any, nodes: list[int]) -> Any:
-        return hub
+    def echo(self, state: RoundState, rows: torch.Tensor) -> torch.Tensor | None:
+        return None
+
+    def votes(self, state: RoundState, messages: torch.Tensor) -> torch.Tensor:
+        return messages
+
+    def from_votes(self, state: RoundState, votes: torch.Tensor, rows: torch.Tensor):
+        return votes
+
+    def receiver_base(self, state: RoundState, receiver: int) -> torch.Tensor:
+        """The server's model: where its combination starts from."""
+        return state.hub.x
+
+    def receiver_weights(self, rows: torch.Tensor) -> torch.Tensor | None:
+        """The server's weight of each of `rows` (None: uniform)."""
+        return None
+
+    def combine_at(
+        self,
+        state: RoundState,
+        receiver: int,
+        rows: torch.Tensor,
+        votes: torch.Tensor,
+        context: CombineContext = CombineContext(),
+    ) -> torch.Tensor:
+        """The server's new model if message rows `rows` carry `votes` (all rows accepted)."""
+        every = torch.ones(votes.shape[0], dtype=torch.bool)
+        value, _ = self.combination(state, votes, every, context)  # type: ignore[attr-defined]
+        return value

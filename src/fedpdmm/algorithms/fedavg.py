@@ -35,8 +35,9 @@ def server_rule(
     rule_state: Any,
     accepted: torch.Tensor,
     context: CombineContext,
+    dropped: int,
 ) -> tuple[torch.Tensor, Any]:
-    """base + rule(rows - base) over the accepted clients' rows, with the round's context."""
+    """base + rule(rows - base) over the accepted clients' rows (`dropped` others rejected)."""
     return robust(
         rows,
         base,
@@ -45,6 +46,7 @@ def server_rule(
             generator=context.generator,
             clients=accepted.nonzero().flatten(),
             state=rule_state,
+            dropped=dropped,
         ),
     )
 
@@ -60,6 +62,12 @@ class FedAvg(ServerAlgorithm):
     def from_config(cls, config, network, robust, sizes) -> FedAvg:
         weights = sizes if config.fedavg.weighting == "samples" else None
         return cls(num_clients=network.num_nodes, weights=weights, robust=robust)
+
+    def receiver_weights(self, rows: torch.Tensor) -> torch.Tensor | None:
+        """The server's sample weights of `rows` (None: uniform, or a robust rule)."""
+        if self.weights is None or self.is_robust:
+            return None
+        return self.weights[rows].to(torch.float64)
 
     def init(self, x0: torch.Tensor) -> RoundState:
         clients = FedAvgClients(x0.expand(self.num_clients, -1).clone())
@@ -90,23 +98,30 @@ class FedAvg(ServerAlgorithm):
         accepted: torch.Tensor,
         context: CombineContext = CombineContext(),
     ) -> RoundState:
-        server = state.hub
-        if context.open is not None:
-            accepted = accepted & context.open
         if not bool(accepted.any()):
             return state
-        rows = messages[accepted]
+        x, rule_state = self.combination(state, messages, accepted, context)
+        return RoundState(FedAvgServer(x, rule_state), state.nodes)
+
+    def combination(
+        self,
+        state: RoundState,
+        votes: torch.Tensor,
+        accepted: torch.Tensor,
+        context: CombineContext = CombineContext(),
+    ) -> tuple[torch.Tensor, Any]:
+        """The new global model from the accepted rows (and the rule's new state)."""
+        server = state.hub
+        rows = votes if bool(accepted.all()) else votes[accepted]
         if self.is_robust:
-            x, rule_state = server_rule(
-                self.robust, rows, server.x, server.rule_state, accepted, context
+            dropped = int((~accepted).sum())
+            return server_rule(
+                self.robust, rows, server.x, server.rule_state, accepted, context, dropped
             )
-            return RoundState(FedAvgServer(x, rule_state), state.nodes)
         if self.weights is None:
-            x = rows.mean(dim=0)
-        else:
-            weights = self.weights[accepted].to(rows.dtype)
-            x = (weights @ rows) / weights.sum()
-        return RoundState(FedAvgServer(x, server.rule_state), state.nodes)
+            return rows.mean(dim=0), server.rule_state
+        weights = self.weights[accepted].to(rows.dtype)
+        return (weights @ rows) / weights.sum(), server.rule_state
 
     def models(self, state: RoundState) -> tuple[torch.Tensor, torch.Tensor]:
         return state.hub.x, state.nodes.x

@@ -4,8 +4,9 @@ After local training each node sends its model to its neighbours and averages wi
 Metropolis-Hastings weights: x_i <- W_ii x_i + sum_j W_ij x_j, W_ij = 1 / (1 + max(d_i, d_j)).
 The weight of a message that is not accepted goes to the node's own model, so rows of W still
 sum to one. With a robust rule (`dsgd+rule`), node i takes x_i + rule({0} u {m_ji - x_i}) over
-its own model and its neighbours' accepted messages; `dsgd+centered_clipping` is self-centred
-clipping (He, Karimireddy, Jaggi 2022) with uniform weights. Nodes keep no state beyond their
+its own model and its neighbours' accepted messages (rejected ones lower the rule's f);
+`dsgd+centered_clipping` is self-centred clipping (He, Karimireddy, Jaggi 2022) with uniform
+weights. Nodes keep no state beyond their
 models, so what a Byzantine node remembers does not change what it sends.
 """
 
@@ -45,6 +46,10 @@ class DSGD(GraphAlgorithm):
         degree = self.edges.degree.to(torch.float64)
         larger = torch.maximum(degree[self.edges.src], degree[self.edges.dst])
         return 1.0 / (1.0 + larger)
+
+    def receiver_weights(self, rows: torch.Tensor) -> torch.Tensor | None:
+        """The Metropolis-Hastings weights W[dst, src] of the incoming `rows`."""
+        return None if self.robust is not None else self.edge_weights[rows]
 
     def init(self, x0: torch.Tensor) -> RoundState:
         return RoundState(None, DSGDState(x0.expand(self.edges.num_nodes, -1).clone()))
@@ -86,10 +91,26 @@ class DSGD(GraphAlgorithm):
         mixed = x.clone()
         for node in range(self.edges.num_nodes):
             incoming = self.edges.reverse[outgoing_edges(self.edges, node)]
-            incoming = incoming[accepted[incoming]]
-            rows = torch.cat([x[node : node + 1], messages[incoming]])
-            mixed[node] = self.node_rule(rows, x[node], context.generator)
+            kept = accepted[incoming]
+            rows = torch.cat([x[node : node + 1], messages[incoming[kept]]])
+            dropped = int((~kept).sum())
+            mixed[node] = self.node_rule(rows, x[node], context.generator, dropped)
         return mixed
+
+    def combine_at(
+        self,
+        state: RoundState,
+        receiver: int,
+        rows: torch.Tensor,
+        votes: torch.Tensor,
+        context: CombineContext = CombineContext(),
+    ) -> torch.Tensor:
+        """Node `receiver`'s next model if its incoming rows `rows` carry `votes`."""
+        own = state.nodes.x[receiver]
+        if self.robust is not None:
+            return self.node_rule(torch.cat([own.unsqueeze(0), votes]), own, context.generator)
+        weights = self.edge_weights.to(votes.dtype)[rows].unsqueeze(1)
+        return own * (1.0 - weights.sum()) + (weights * votes).sum(dim=0)
 
     def models(self, state: RoundState) -> tuple[None, torch.Tensor]:
         return None, state.nodes.x

@@ -24,10 +24,9 @@ def outgoing_edges(edges: EdgeIndex, node: int) -> slice:
 
 
 class GraphAlgorithm:
-    """Defaults shared by the graph algorithms: no hub, no downlink, no transport hooks."""
+    """Defaults shared by the graph algorithms: no hub, no downlink; votes are the messages."""
 
     setting: ClassVar[str] = "graph"
-    transport_hooks: ClassVar[bool] = False
     combines_own_row: ClassVar[bool] = False  # the receiver's own model is one of its rows
     edges: EdgeIndex
     robust: RobustCombine | None
@@ -46,14 +45,34 @@ class GraphAlgorithm:
     def downlink(self, hub: Any) -> None:
         return None
 
-    def reopen(self, hub: Any, nodes: list[int]) -> Any:
-        return hub
+    def echo(self, state: Any, rows: torch.Tensor) -> torch.Tensor | None:
+        return None
+
+    def votes(self, state: Any, messages: torch.Tensor) -> torch.Tensor:
+        return messages
+
+    def from_votes(self, state: Any, votes: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return votes
+
+    def receiver_base(self, state: Any, receiver: int) -> torch.Tensor:
+        """The receiving node's own model: where its combination starts from."""
+        return state.nodes.x[receiver]
+
+    def receiver_weights(self, rows: torch.Tensor) -> torch.Tensor | None:
+        """The receiver's weight of each of its incoming `rows` (None: uniform)."""
+        return None
 
     def node_rule(
-        self, rows: torch.Tensor, base: torch.Tensor, generator: torch.Generator | None
+        self,
+        rows: torch.Tensor,
+        base: torch.Tensor,
+        generator: torch.Generator | None,
+        dropped: int = 0,
     ) -> torch.Tensor:
-        """base + rule(rows - base) for one receiver (graph rules keep no state)."""
-        value, _ = self.robust(rows, base, RuleContext(generator=generator))  # type: ignore[misc]
+        """base + rule(rows - base) for one receiver (graph rules keep no state); `dropped`
+        rows of this receiver were rejected and lower the rule's f."""
+        context = RuleContext(generator=generator, dropped=dropped)
+        value, _ = self.robust(rows, base, context)  # type: ignore[misc]
         return value
 
 

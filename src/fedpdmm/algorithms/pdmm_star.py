@@ -10,18 +10,24 @@ one dual per client, z_s[i] = z(s|i), and its model x_s. One round:
                               =  prox_{f_i, c}(-z_i / c)      (K SGD steps, warm-started at x_i)
     client i -> server:  y(i|s) = z_i + 2 c x_i
     server:              z_s[i] <- (1 - theta) z_s[i] + theta y(i|s)     (accepted messages only)
-                         x_s  =  argmin <sum_i A(s|i) z_s[i], x> + (c n / 2) ||x||^2
-                              =  mean_i z_s[i] / c
+                         x_s  =  argmin <sum_{open i} A(s|i) z_s[i], x> + (c |open| / 2) ||x||^2
+                              =  mean_{open i} z_s[i] / c
 
 At theta = 1 the server's rows z_s[i] / c = 2 x_i - v_i are FedSplit's uploads (Pathak and
-Wainwright 2020) and x_s is their mean. Duals start at zero, so x_s starts at 0 as well. A message
-that is not accepted (non-finite) leaves that client's server dual unchanged. An edge that is not
-open (a client that dropped out, `CombineContext.open`) leaves the server's mean and degree:
-x_s = mean over open edges; `reopen` re-initialises a returning client's edge at z_s[i] = c x_s,
-which leaves x_s unchanged.
+Wainwright 2020) and x_s is their mean.
 
-Robust PDMM (`robust`): x_s = x_s + rule(z_s / c - x_s), a robust estimate in place of the mean
-of the votes z_s[i] / c (see `fedpdmm.algorithms.robust`); with `mean` it is PDMM exactly.
+Initialisation: z_s[i] = c x0 and z_i = -c x0, so x_s starts at the initial model x0 and every
+client's first prox centre is x0 (zero duals would start the server at the zero model).
+
+Rejection: a message that is not accepted (non-finite, malformed, or missing on a transport)
+closes that client's edge: the server's mean and degree leave it out for as long as its messages
+are not accepted, so the fixed point is that of the clients whose messages are accepted (no stale
+or zero vote weighs on x_s). When a message is accepted again the edge re-opens at
+z_s[i] = c x_s before the relaxation, which alone leaves x_s unchanged.
+
+Robust PDMM (`robust`): x_s = x_s + rule(z_s / c - x_s) over the open edges, a robust estimate in
+place of the mean of the votes z_s[i] / c (see `fedpdmm.algorithms.robust`); with `mean` it is
+PDMM exactly.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from fedpdmm.algorithms.robust import RobustCombine
 class PDMMServer(NamedTuple):
     z: torch.Tensor  # [n, d] z(s|i)
     x: torch.Tensor  # [d]
+    open: torch.Tensor  # [n] bool: the edges in the server's combination
     rule_state: Any = None  # memory of a stateful robust rule (FoolsGold)
 
 
@@ -54,17 +61,20 @@ class PDMMStar(ServerAlgorithm):
     theta: float
     robust: RobustCombine | None = None
     name: ClassVar[str] = "pdmm"
-    transport_hooks: ClassVar[bool] = True
 
     @classmethod
     def from_config(cls, config, network, robust, sizes) -> PDMMStar:
         return cls(network.num_nodes, c=config.pdmm.c, theta=config.pdmm.theta, robust=robust)
 
+    @property
+    def echo_relaxation(self) -> float:
+        return self.theta
+
     def init(self, x0: torch.Tensor) -> RoundState:
-        n = self.num_clients
-        server = PDMMServer(torch.zeros(n, x0.numel(), dtype=x0.dtype), torch.zeros_like(x0))
-        clients = PDMMClients(x0.expand(n, -1).clone(), torch.zeros(n, x0.numel(), dtype=x0.dtype))
-        return RoundState(server, clients)
+        rows = x0.expand(self.num_clients, -1)
+        open_edges = torch.ones(self.num_clients, dtype=torch.bool)
+        server = PDMMServer(self.c * rows, x0.clone(), open_edges)
+        return RoundState(server, PDMMClients(rows.clone(), -self.c * rows))
 
     def downlink(self, hub: PDMMServer) -> torch.Tensor:
         return hub.z - 2 * self.c * hub.x
@@ -86,6 +96,19 @@ class PDMMStar(ServerAlgorithm):
     def encode(self, nodes: PDMMClients, row_models: torch.Tensor) -> torch.Tensor:
         return nodes.z + 2 * self.c * row_models
 
+    def echo(self, state: RoundState, rows: torch.Tensor) -> torch.Tensor:
+        """The server's dual of the edges of clients `rows`, built from their messages and sent
+        back to them in the next downlink."""
+        return state.hub.z[rows]
+
+    def votes(self, state: RoundState, messages: torch.Tensor) -> torch.Tensor:
+        """What the server combines from each message row: ((1 - theta) z_s + theta y) / c."""
+        return torch.lerp(state.hub.z, messages, self.theta) / self.c
+
+    def from_votes(self, state: RoundState, votes: torch.Tensor, rows: torch.Tensor):
+        """The messages of `rows` whose votes are `votes` (the inverse of `votes`)."""
+        return (self.c * votes - (1 - self.theta) * state.hub.z[rows]) / self.theta
+
     def combine(
         self,
         state: RoundState,
@@ -94,33 +117,37 @@ class PDMMStar(ServerAlgorithm):
         context: CombineContext = CombineContext(),
     ) -> RoundState:
         server = state.hub
-        edges = context.open
-        if edges is not None and bool(edges.all()):
-            edges = None
-        if edges is not None:
-            accepted = accepted & edges
         z = server.z.clone()
+        reopened = accepted & ~server.open
+        if bool(reopened.any()):
+            z[reopened] = self.c * server.x
         z[accepted] = (1 - self.theta) * z[accepted] + self.theta * messages[accepted]
-        if edges is not None and not bool(edges.any()):
-            return RoundState(server._replace(z=z), state.nodes)
-        votes = z if edges is None else z[edges]
+        if not bool(accepted.any()):
+            return RoundState(server._replace(z=z, open=accepted), state.nodes)
+        x, rule_state = self.estimate(z, server, accepted, context)
+        return RoundState(PDMMServer(z, x, accepted, rule_state), state.nodes)
+
+    def estimate(
+        self, z: torch.Tensor, server: PDMMServer, open_edges: torch.Tensor, context: CombineContext
+    ) -> tuple[torch.Tensor, Any]:
+        """x_s from the duals of the open edges: their mean / c, or the robust rule's estimate."""
+        duals = z if bool(open_edges.all()) else z[open_edges]
         if not self.is_robust:
-            return RoundState(
-                PDMMServer(z, votes.mean(dim=0) / self.c, server.rule_state), state.nodes
-            )
-        ids = torch.ones(self.num_clients, dtype=torch.bool) if edges is None else edges
-        x, rule_state = server_rule(
-            self.robust, votes / self.c, server.x, server.rule_state, ids, context
+            return duals.mean(dim=0) / self.c, server.rule_state
+        dropped = int((~open_edges).sum())
+        return server_rule(
+            self.robust, duals / self.c, server.x, server.rule_state, open_edges, context, dropped
         )
-        return RoundState(PDMMServer(z, x, rule_state), state.nodes)
+
+    def combination(
+        self,
+        state: RoundState,
+        votes: torch.Tensor,
+        accepted: torch.Tensor,
+        context: CombineContext = CombineContext(),
+    ) -> tuple[torch.Tensor, Any]:
+        """x_s from the votes z_s / c of the accepted edges (see `votes`)."""
+        return self.estimate(self.c * votes, state.hub, accepted, context)
 
     def models(self, state: RoundState) -> tuple[torch.Tensor, torch.Tensor]:
         return state.hub.x, state.nodes.x
-
-    def reopen(self, hub: PDMMServer, nodes: list[int]) -> PDMMServer:
-        """Re-open the edges of `nodes` at z_s[i] = c x_s, which leaves x_s unchanged."""
-        if not nodes:
-            return hub
-        z = hub.z.clone()
-        z[nodes] = self.c * hub.x
-        return hub._replace(z=z)

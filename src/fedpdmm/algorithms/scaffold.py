@@ -102,21 +102,32 @@ class Scaffold(ServerAlgorithm):
         context: CombineContext = CombineContext(),
     ) -> RoundState:
         server = state.hub
-        if context.open is not None:
-            accepted = accepted & context.open
         if not bool(accepted.any()):
             return state
-        models, delta_c = messages[accepted].chunk(2, dim=1)
+        x, rule_state = self.combination(state, messages, accepted, context)
+        delta_c = messages[accepted, x.numel() :]
+        c = server.c + delta_c.sum(dim=0) / self.num_clients
+        return RoundState(ScaffoldServer(x, c, rule_state), state.nodes)
+
+    def combination(
+        self,
+        state: RoundState,
+        votes: torch.Tensor,
+        accepted: torch.Tensor,
+        context: CombineContext = CombineContext(),
+    ) -> tuple[torch.Tensor, Any]:
+        """The new global model from the model halves of the accepted rows."""
+        server = state.hub
+        models = votes[accepted, : server.x.numel()]
         rule_state = server.rule_state
         if self.is_robust:
+            dropped = int((~accepted).sum())
             combined, rule_state = server_rule(
-                self.robust, models, server.x, rule_state, accepted, context
+                self.robust, models, server.x, rule_state, accepted, context, dropped
             )
         else:
             combined = models.mean(dim=0)
-        x = server.x + self.server_lr * (combined - server.x)
-        c = server.c + delta_c.sum(dim=0) / self.num_clients
-        return RoundState(ScaffoldServer(x, c, rule_state), state.nodes)
+        return server.x + self.server_lr * (combined - server.x), rule_state
 
     def models(self, state: RoundState) -> tuple[torch.Tensor, torch.Tensor]:
         return state.hub.x, state.nodes.x

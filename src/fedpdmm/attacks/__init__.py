@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedpdmm.attacks.base import Attack
+from fedpdmm.attacks.base import Attack, StrikeContext
 from fedpdmm.attacks.basic import (
     ConstantValue,
     FloatBitFlip,
@@ -23,6 +23,7 @@ from fedpdmm.attacks.basic import (
     SignFlip,
     ZeroMessage,
 )
+from fedpdmm.attacks.consensus import Dissensus, Drift, Replay
 from fedpdmm.attacks.data import LabelFlip
 from fedpdmm.attacks.omniscient import (
     ALIE,
@@ -53,6 +54,9 @@ REGISTRY: Registry[type[Attack]] = Registry(
         OptimalALIE,
         OptimalIPM,
         LabelFlip,
+        Dissensus,
+        Drift,
+        Replay,
     ),
     aliases={"bit_flip": "sign_flip"},
 )
@@ -65,6 +69,8 @@ __all__ = [
     "REGISTRY",
     "Attack",
     "ConstantValue",
+    "Dissensus",
+    "Drift",
     "FloatBitFlip",
     "GaussianNoise",
     "LabelFlip",
@@ -74,7 +80,9 @@ __all__ = [
     "NoAttack",
     "OptimalALIE",
     "OptimalIPM",
+    "Replay",
     "SignFlip",
+    "StrikeContext",
     "ZeroMessage",
     "alie_z",
     "coordinate_mean",

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
@@ -31,12 +32,23 @@ class Attack:
     `needs_rule` (searches against the aggregation rule in use, passed as `aggregator`), and
     implement `byzantine_rows`. `config_defaults` gives parameters read from the `[attack]`
     section itself (e.g. `attack.sigma`), used where `[attack.params.<name>]` does not set them.
+    `needs_receiver` (reads the receiver's own model and weights) and `history` (replays its own
+    rows of earlier rounds) mark attacks that `bind` to a `StrikeContext` before each call.
     """
 
     name: ClassVar[str] = ""
     omniscient: ClassVar[bool] = False
     data_attack: ClassVar[bool] = False
     needs_rule: ClassVar[bool] = False
+    needs_receiver: ClassVar[bool] = False
+    min_honest: ClassVar[int] = 1  # honest rows an omniscient attack needs for its statistics
+    history: ClassVar[int] = 0  # how many past rounds of its own honest rows it replays
+
+    def bind(self, context: StrikeContext) -> Attack:
+        """This attack for one receiver in one round (`fedpdmm.rounds.strike` calls it): attacks
+        that search against the combination, read the receiver or replay past rows take what
+        they need from `context`; the others are returned unchanged."""
+        return self
 
     @classmethod
     def config_defaults(cls, section: Any) -> dict[str, Any]:
@@ -73,6 +85,25 @@ class Attack:
     def fail(self, message: str) -> ConfigError:
         """A ConfigError that names this attack and lists its valid parameters."""
         return ConfigError(f"attack {self.name!r}: {message}; {describe_params(type(self))}")
+
+
+class StrikeContext(NamedTuple):
+    """What an attack may know in one round about one receiver (see `fedpdmm.rounds.strike`).
+
+    `combine`: the receiver's combination as a function of the rows the attack sees (`[k, w] ->
+    [d]`: the new global model, or the node's next centre or model); `base` `[d]`: the
+    receiver's own model; `weights` `[k]` or None: the receiver's weight of each row (None:
+    uniform); `past` `[k, w]` or None: the Byzantine rows' own honest rows `history` rounds ago;
+    `senders` `[k]` or None: the node each row comes from; `own_row`: the first row is the
+    receiver's own model (on a graph), not a message.
+    """
+
+    combine: Callable[[Tensor], Tensor] | None = None
+    base: Tensor | None = None
+    weights: Tensor | None = None
+    past: Tensor | None = None
+    senders: Tensor | None = None
+    own_row: bool = False
 
 
 def check_inputs(name: str, messages: Tensor, byzantine: Tensor) -> Tensor:

@@ -5,6 +5,7 @@ distributed deployment.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -13,6 +14,7 @@ from torch import Tensor
 
 from fedpdmm.attacks.base import (
     Attack,
+    StrikeContext,
     check_choice,
     check_int,
     check_real,
@@ -26,7 +28,10 @@ _INT_VIEW = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 @dataclass(frozen=True)
 class NoAttack(Attack):
-    """No attack: Byzantine nodes send their honest messages."""
+    """No attack: Byzantine nodes send their honest messages.
+
+    Knows: its own row. Keeps: nothing. Sends each receiver the honest message of that edge.
+    """
 
     name: ClassVar[str] = "none"
 
@@ -43,6 +48,9 @@ class SignFlip(Attack):
     Also registered as `bit_flip`. Scale 1 is the "bit-flipping" attack of Karimireddy, He, Jaggi,
     "Learning from history for Byzantine robust optimization", ICML 2021, and of Xia, Yu, Li,
     arXiv 2503.10792. See `float_bit_flip` for flips of the IEEE-754 bits themselves.
+
+    Knows: only its own row. Keeps: nothing. Sends each receiver its own row of that edge (on a
+    graph, per directed edge), times -scale.
     """
 
     scale: float = 1.0
@@ -64,6 +72,9 @@ class GaussianNoise(Attack):
     Default sigma = 0.1 and mode "add": the Olivetti "Gaussian noise injection" setting measured
     in the project notes (PAPER.md); the paper (Xia, Yu, Li, arXiv 2503.10792) does not publish
     its sigma. Noise is drawn from the attack's generator, one draw per Byzantine entry.
+
+    Knows: only its own row. Keeps: nothing (the noise comes from the seeded stream of each row,
+    so on a graph each directed edge gets its own draw).
     """
 
     sigma: float = 0.1
@@ -89,7 +100,11 @@ class GaussianNoise(Attack):
 
 @dataclass(frozen=True)
 class ZeroMessage(Attack):
-    """A silent node: every Byzantine row is the zero vector."""
+    """A silent node: every Byzantine row is the zero vector.
+
+    Knows: nothing. Keeps: nothing. Sends every receiver zero at the target (the zero message,
+    model or update).
+    """
 
     name: ClassVar[str] = "zero"
 
@@ -105,6 +120,8 @@ class ConstantValue(Attack):
 
     The default exercises the non-finite path of aggregators (NaN/Inf handling); pass a large
     finite value (e.g. 1e20) for an attack that stays finite. NaN is accepted too.
+
+    Knows: nothing. Keeps: nothing. Sends every receiver the same constant row at the target.
     """
 
     value: float = float("inf")
@@ -124,21 +141,33 @@ class Mimic(Attack):
     """Mimic: every Byzantine row is a copy of honest node `target`'s row.
 
     Karimireddy, He, Jaggi, "Byzantine-robust learning on heterogeneous datasets via bucketing",
-    ICLR 2022. `target=None` copies the first honest node; a Byzantine target is an error.
+    ICLR 2022. `target=None` copies the first honest row; a Byzantine target is an error.
     Omniscient: it reads another node's message.
+
+    Knows: the rows its receiver combines and who sent them (computed per receiver). Keeps:
+    nothing. `target` is a node id: with a server the client whose row is copied; on a graph,
+    receivers that do not hear from `target` get a copy of their first honest neighbour's row
+    (never their own model back).
     """
 
     target: int | None = None
+    context: StrikeContext | None = dataclasses.field(default=None, repr=False, compare=False)
     name: ClassVar[str] = "mimic"
     omniscient: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_int(self, "target", low=0, optional=True)
 
+    def bind(self, context: StrikeContext) -> Mimic:
+        return dataclasses.replace(self, context=context)
+
     def byzantine_rows(
         self, messages: Tensor, byzantine: Tensor, generator: torch.Generator
     ) -> Tensor:
         n = messages.shape[0]
+        context = self.context
+        if context is not None and context.senders is not None:
+            return messages[self.source_row(context.senders, byzantine, context.own_row)]
         if self.target is None:
             honest = torch.nonzero(~byzantine).flatten()
             if honest.numel() == 0:
@@ -152,6 +181,15 @@ class Mimic(Attack):
             )
         return messages[self.target]
 
+    def source_row(self, senders: Tensor, byzantine: Tensor, own_row: bool) -> int:
+        """The row to copy: `target`'s if the receiver hears from it, else the first honest
+        message (never the receiver's own model, row 0 when `own_row`)."""
+        honest = [row for row in (~byzantine).nonzero().flatten().tolist() if row or not own_row]
+        if not honest:
+            raise self.fail("needs at least one honest node to copy, got none")
+        chosen = [row for row in honest if int(senders[row]) == self.target]
+        return (chosen or honest)[0]
+
 
 @dataclass(frozen=True)
 class FloatBitFlip(Attack):
@@ -162,6 +200,9 @@ class FloatBitFlip(Attack):
     exponent bits can create huge values, Inf or NaN (the soft-error fault model of, e.g.,
     Reagen et al., "Ares: a framework for quantifying the resilience of deep neural networks",
     DAC 2018).
+
+    Knows: only its own row. Keeps: nothing (flips come from the seeded stream of each row, per
+    directed edge on a graph). Sends each receiver its own row with those bits flipped.
     """
 
     rate: float

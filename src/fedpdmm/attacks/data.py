@@ -20,6 +20,9 @@ class LabelFlip(Attack):
     ICML 2021 (and Allen-Zhu et al., ICLR 2021). The engine calls `flip_labels` on the Byzantine
     clients' training labels; as a message attack it is the identity (returns a copy).
     `num_classes=None` takes C from the `flip_labels` call.
+
+    Knows: its own data. Keeps: nothing beyond the protocol's own state. Controls only its
+    training labels: it sends every receiver the messages the protocol computes from that training.
     """
 
     num_classes: int | None = None

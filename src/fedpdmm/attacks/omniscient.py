@@ -8,6 +8,7 @@ is used throughout, as in the reference code of ALIE and of Shejwalkar and Houma
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from torch import Tensor
 
 from fedpdmm.attacks.base import (
     Attack,
+    StrikeContext,
     check_choice,
     check_int,
     check_real,
@@ -126,11 +128,16 @@ class ALIE(Attack):
     ByzFL; the paper does not state the divisor. z = None uses the paper's z for n nodes, f
     Byzantine: s = floor(n/2 + 1) - f, z = Phi^{-1}((n - s)/n) (see `alie_z`; ByzFL has no
     such default and fixes z = 1.5). Needs at least two honest rows.
+
+    Knows: the rows its receiver combines (per receiver; on a graph the receiver's own model is one
+    more honest row, and n, f are counted there). Keeps: nothing. Sends that receiver mu - z sigma;
+    a receiver with fewer than two honest rows gets honest rows.
     """
 
     z: float | None = None
     name: ClassVar[str] = "alie"
     omniscient: ClassVar[bool] = True
+    min_honest: ClassVar[int] = 2
 
     def __post_init__(self) -> None:
         if self.z is not None:
@@ -139,7 +146,7 @@ class ALIE(Attack):
     def byzantine_rows(
         self, messages: Tensor, byzantine: Tensor, generator: torch.Generator
     ) -> Tensor:
-        honest = honest_rows(self, messages, byzantine, minimum=2)
+        honest = honest_rows(self, messages, byzantine, minimum=self.min_honest)
         z = self.z if self.z is not None else alie_z(messages.shape[0], int(byzantine.sum()))
         return honest.mean(dim=0) - z * honest.std(dim=0)
 
@@ -149,6 +156,9 @@ class IPM(Attack):
     """Inner Product Manipulation (Xie, Koyejo, Gupta, UAI 2019): row = -epsilon * mean(honest).
 
     Small epsilon (e.g. 0.1) targets median/Krum-like rules, large epsilon the plain mean.
+
+    Knows: the rows its receiver combines (per receiver; on a graph with the receiver's own model).
+    Keeps: nothing. Sends that receiver -epsilon times their honest mean.
     """
 
     epsilon: float
@@ -173,6 +183,11 @@ class _DistanceBounded(Attack):
     perturbation: str = "std"
     omniscient: ClassVar[bool] = True
 
+    @property
+    def min_honest(self) -> int:  # type: ignore[override]
+        """The std perturbation needs two honest rows, the others one."""
+        return 2 if self.perturbation == "std" else 1
+
     def __post_init__(self) -> None:
         set_param(self, "gamma_init", check_real(self, "gamma_init", low=0.0, low_open=True))
         set_param(self, "tol", check_real(self, "tol", low=0.0, low_open=True))
@@ -184,8 +199,7 @@ class _DistanceBounded(Attack):
     def byzantine_rows(
         self, messages: Tensor, byzantine: Tensor, generator: torch.Generator
     ) -> Tensor:
-        minimum = 2 if self.perturbation == "std" else 1
-        honest = honest_rows(self, messages, byzantine, minimum=minimum)
+        honest = honest_rows(self, messages, byzantine, minimum=self.min_honest)
         p = perturbation_vector(honest, self.perturbation)
         return honest.mean(dim=0) + self.gamma(honest, p) * p
 
@@ -197,6 +211,9 @@ class MinMax(_DistanceBounded):
     row = mu + gamma p with the largest gamma in [0, 2 gamma_init) such that
     max_i ||row - g_i||^2 <= max_{i,j} ||g_i - g_j||^2 over honest g; gamma by the paper's binary
     search to tolerance `tol`. p from `perturbation`: "std" (default), "unit_vec" or "sign".
+
+    Knows: the rows its receiver combines (per receiver; on a graph with the receiver's own model).
+    Keeps: nothing. Sends that receiver mu + gamma p; fewer than two honest rows: honest rows.
     """
 
     name: ClassVar[str] = "min_max"
@@ -211,6 +228,9 @@ class MinSum(_DistanceBounded):
 
     row = mu + gamma p with the largest gamma in [0, 2 gamma_init) such that
     sum_i ||row - g_i||^2 <= min_i sum_j ||g_i - g_j||^2 over honest g (see `min_sum_gamma`).
+
+    Knows: the rows its receiver combines (per receiver; on a graph with the receiver's own model).
+    Keeps: nothing. Sends that receiver mu + gamma p; fewer than two honest rows: honest rows.
     """
 
     name: ClassVar[str] = "min_sum"
@@ -266,9 +286,13 @@ def line_search_max(
 class _LineSearched(Attack):
     """Shared search of the attack scale against a bound aggregation rule (ByzFL-style).
 
-    The scale s in [scale_min, scale_max] maximises ||agg(attacked stack) - mean(honest)||_2: a grid
-    of `grid_points` scales, then `refine_steps` golden-section evaluations (see `line_search_max`),
-    so `grid_points + refine_steps` calls of `aggregator` (`[n, d] -> [d]`) per attack call.
+    The scale s in [scale_min, scale_max] maximises ||agg(attacked stack) - agg(stack)||_2, how
+    far the attack moves the combination from what it would have been had the Byzantine rows
+    been honest: a grid of `grid_points` scales, then `refine_steps` golden-section evaluations
+    (see `line_search_max`), so `grid_points + refine_steps` calls of `aggregator` (`[n, d] ->
+    [d]`) per attack call. In a run, `bind` replaces `aggregator` by the combination the
+    receiver actually applies this round (its base, reference, centre, relaxation and target:
+    `fedpdmm.rounds.strike`); the default, the coordinate mean, is for direct calls.
     """
 
     aggregator: Callable[[Tensor], Tensor] = coordinate_mean
@@ -292,6 +316,12 @@ class _LineSearched(Attack):
         check_int(self, "grid_points", low=2)
         check_int(self, "refine_steps", low=0)
 
+    def bind(self, context: StrikeContext) -> _LineSearched:
+        """This attack searching against the receiver's real combination, when one is given."""
+        if context.combine is None:
+            return self
+        return dataclasses.replace(self, aggregator=context.combine)
+
     def direction(self, honest: Tensor) -> tuple[Tensor, Tensor]:
         """(base, step) `[d]` each: the Byzantine row at scale s is base + s * step."""
         raise NotImplementedError
@@ -310,19 +340,34 @@ class _LineSearched(Attack):
         scale, base, step = self._search(messages, byzantine)
         return base + scale * step
 
-    def _search(self, messages: Tensor, byzantine: Tensor) -> tuple[float, Tensor, Tensor]:
+    def displacement(self, messages: Tensor, byzantine: Tensor, scale: float) -> float:
+        """||agg(stack at `scale`) - agg(messages)||: the objective the search maximises."""
         honest = honest_rows(self, messages, byzantine, minimum=self.min_honest)
         base, step = self.direction(honest)
-        honest_mean = honest.mean(dim=0)
+        return self._objective(messages, byzantine, base, step)(scale)
+
+    def _objective(self, messages: Tensor, byzantine: Tensor, base: Tensor, step: Tensor):
+        unattacked = self._aggregate(messages)
 
         def moved(scale: float) -> float:
             stack = messages.clone()
             stack[byzantine] = (base + scale * step).to(messages.dtype)
-            aggregate = self.aggregator(stack)
-            if not isinstance(aggregate, Tensor) or aggregate.shape != honest_mean.shape:
-                got = tuple(aggregate.shape) if isinstance(aggregate, Tensor) else aggregate
-                raise self.fail(f"aggregator must map [n, d] -> [d], got {got!r}")
-            return float(torch.linalg.vector_norm(aggregate.to(honest_mean) - honest_mean))
+            aggregate = self._aggregate(stack)
+            return float(torch.linalg.vector_norm(aggregate.to(unattacked) - unattacked))
+
+        return moved
+
+    def _aggregate(self, stack: Tensor) -> Tensor:
+        aggregate = self.aggregator(stack)
+        if not isinstance(aggregate, Tensor) or aggregate.dim() != 1:
+            got = tuple(aggregate.shape) if isinstance(aggregate, Tensor) else aggregate
+            raise self.fail(f"aggregator must map [n, d] -> [d], got {got!r}")
+        return aggregate
+
+    def _search(self, messages: Tensor, byzantine: Tensor) -> tuple[float, Tensor, Tensor]:
+        honest = honest_rows(self, messages, byzantine, minimum=self.min_honest)
+        base, step = self.direction(honest)
+        moved = self._objective(messages, byzantine, base, step)
 
         extra = tuple(
             s
@@ -339,9 +384,13 @@ class _LineSearched(Attack):
 class OptimalALIE(_LineSearched):
     """ALIE with z tuned against the rule in use: row = mu - z* sigma (ByzFL's Optimal ALIE).
 
-    z* maximises ||agg(stack) - mean(honest)|| over [scale_min, scale_max] (see `_LineSearched`);
-    the paper's z (`alie_z`) is also tried when defined and in range, so under the bound rule the
-    result moves the aggregate at least as far as plain `alie`.
+    z* maximises ||agg(stack) - agg(unattacked stack)|| over [scale_min, scale_max] (see
+    `_LineSearched`); the paper's z (`alie_z`) is also tried when defined and in range, so under
+    the bound rule the result moves the aggregate at least as far as plain `alie`.
+
+    Knows: the rows its receiver combines and, bound per round through `bind`, the combination
+    that receiver applies. Keeps: nothing. Sends that receiver mu - z* sigma (honest rows if it
+    has fewer than two honest rows).
     """
 
     name: ClassVar[str] = "optimal_alie"
@@ -358,7 +407,10 @@ class OptimalALIE(_LineSearched):
 class OptimalIPM(_LineSearched):
     """IPM with epsilon tuned against the rule in use: row = -epsilon* mean(honest) (ByzFL).
 
-    epsilon* maximises ||agg(stack) - mean(honest)|| over [scale_min, scale_max].
+    epsilon* maximises ||agg(stack) - agg(unattacked stack)|| over [scale_min, scale_max].
+
+    Knows: the rows its receiver combines and, bound per round through `bind`, the combination
+    that receiver applies. Keeps: nothing. Sends that receiver -epsilon* times their honest mean.
     """
 
     name: ClassVar[str] = "optimal_ipm"

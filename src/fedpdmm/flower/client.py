@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from fedpdmm import seeding
+from fedpdmm.algorithms.base import RoundState
 from fedpdmm.build import build_algorithm, build_attack
 from fedpdmm.config import Config
 from fedpdmm.flower.settings import NodeRole
@@ -96,6 +97,10 @@ def build_model(config: Config, local: LocalData) -> FlatModel:
     )
 
 
+MEMORY_KEYS = ("attacker.shadow", "attacker.echo")
+"""A Byzantine client's memory (`fedpdmm.attacker`), kept beside its algorithm state."""
+
+
 def node_network(config: Config) -> Network:
     """The server's network as a node can know it: n clients, of which `num_byzantine` are
     Byzantine (the count sizes the server's robust rule; which ones does not matter here)."""
@@ -114,6 +119,10 @@ def client_round(
 
     `state` holds the client's algorithm state (`x`, and `z` for PDMM) as `[1, d]` tensors from the
     previous round of the same combination; None (or `request.reset`) starts from round 0's state.
+    A Byzantine PDMM client with `attack.state = "honest"` also keeps `MEMORY_KEYS`: the shadow of
+    the server's dual of its edge as its honest messages would have built it, and that dual as
+    its sent messages built it (tracked with the server's rule, assuming every finite message is
+    accepted), and removes their difference, the echo of its corruption, from its downlink.
     """
     began = time.perf_counter()
     n, partition = config.data.num_clients, role.partition
@@ -126,12 +135,24 @@ def client_round(
     own = torch.tensor([partition])
     if byzantine and attack.data_attack:
         data = data.with_labels(own, partial(attack.flip_labels, num_classes=local.num_classes))
-    initial = algorithm.init(x0).nodes
+    stored = dict(state or {})
+    memory = {key: stored.pop(key) for key in list(stored) if key in MEMORY_KEYS}
+    initial_state = algorithm.init(x0)
+    initial = initial_state.nodes
     if state is None or request.reset:
         nodes = type(initial)(*(field[partition : partition + 1] for field in initial))
+        memory = {}
     else:
-        nodes = type(initial)(**state)
-    nodes, problem = algorithm.receive(nodes, request.downlink.reshape(1, -1))
+        nodes = type(initial)(**stored)
+    downlink = request.downlink.reshape(1, -1)
+    echo = algorithm.echo(initial_state, own)
+    honest_state = byzantine and config.attack.state == "honest" and echo is not None
+    if honest_state:
+        first = echo
+        shadow = memory.get("attacker.shadow", first)
+        tracked = memory.get("attacker.echo", first)
+        downlink = downlink + (shadow - tracked)
+    nodes, problem = algorithm.receive(nodes, downlink)
     trained = train(
         model,
         problem.start,
@@ -147,11 +168,11 @@ def client_round(
         linear=problem.linear,
     )
     nodes = algorithm.finish(nodes, trained)
-    message = strike(
+    struck = strike(
         Target(request.target),
         attack,
         algorithm,
-        nodes,
+        RoundState(None, nodes),
         problem.start,
         trained,
         torch.tensor([byzantine]),
@@ -159,6 +180,13 @@ def client_round(
         config.seed,
         request.round,
     )
+    new_state = dict(nodes._asdict())
+    if honest_state:
+        theta = algorithm.echo_relaxation
+        new_state["attacker.shadow"] = torch.lerp(shadow, struck.honest, theta)
+        sent = struck.messages
+        accepted = bool(torch.isfinite(sent).all())
+        new_state["attacker.echo"] = (1 - theta) * tracked + theta * sent if accepted else tracked
     model_row = nodes.x[0] if request.send_model else None
-    reply = RoundReply(message[0], model_row, time.perf_counter() - began)
-    return dict(nodes._asdict()), reply
+    reply = RoundReply(struck.messages[0], model_row, time.perf_counter() - began)
+    return new_state, reply

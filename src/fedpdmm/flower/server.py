@@ -6,11 +6,11 @@ The round is `fedpdmm.rounds.step`, the same as in `fedpdmm run`; only the node 
 network adds:
 
 - a reply that does not arrive within the round timeout (or comes back as an error) is *missing*:
-  that client's edge is closed (`CombineContext.open`), so FedAvg averages the replies that
-  arrived and PDMM leaves the client's server dual out of x_s = mean_{open i} z_s[i] / c; the
-  client is asked to start afresh (`reset`) when it is next reached, and algorithms with
-  transport hooks re-open its edge without shifting the server (`Algorithm.reopen`: PDMM sets
-  z_s[i] = c x_s). The round does not wait for dropped clients.
+  it is not accepted, so, as for any rejected message, FedAvg averages the replies that arrived
+  and PDMM closes that client's edge (x_s = mean over the open edges of z_s[i] / c) until a reply
+  is accepted again, when the edge re-opens without shifting x_s (see
+  `fedpdmm.algorithms.pdmm_star`). The client is asked to start afresh (`reset`) when it is next
+  reached. The round does not wait for dropped clients.
 - a reply that is not a finite float vector of the message's size is *malformed*: it is not
   accepted (exactly as the engine treats a non-finite message) and counted.
 
@@ -69,8 +69,8 @@ def check_message(message: Any, size: int) -> str | None:
 
 @dataclass
 class TransportWork:
-    """The node half of a round over a transport: requests out, replies in, edges closed and
-    re-opened as clients drop out and come back."""
+    """The node half of a round over a transport: requests out, replies in; clients that drop
+    out are waited for no longer and start afresh when they come back."""
 
     transport: Transport
     settings: RunSettings
@@ -89,10 +89,12 @@ class TransportWork:
     def begin(self, algorithm: Algorithm, state: RoundState, round_index: int) -> RoundState:
         for partition in self.transport.take_rejoined():
             self.active[partition], self.fresh[partition] = False, True
-        closed = (self.fresh & ~self.active).nonzero().flatten().tolist()
-        return state._replace(hub=algorithm.reopen(state.hub, closed))
+        return state
 
-    def __call__(self, algorithm, nodes, downlink, round_index: int, evaluate: bool) -> Replies:
+    def __call__(
+        self, algorithm, state, downlink, round_index: int, evaluate: bool, context=None
+    ) -> Replies:
+        nodes = state.nodes
         config = self.settings.config
         index, algorithm_name, attack_name, target = self.combination
         n = self.models.shape[0]
@@ -132,7 +134,7 @@ class TransportWork:
             if reply.model is not None and check_message(reply.model, self.dim) is None:
                 self.models[k] = reply.model
         view = nodes._replace(x=self.models)
-        return Replies(view, messages, delivered, self.active.clone(), samples)
+        return Replies(view, messages, delivered, samples)
 
     def counters(self) -> dict[str, int]:
         return {
