@@ -12,12 +12,12 @@ from attack_cases import CASES, AttackCase, coordinate_median
 
 from fedpdmm import attacks
 from fedpdmm.attacks.omniscient import (
-    line_search_max,
     min_max_gamma,
     min_sum_gamma,
     perturbation_vector,
     squared_distances,
 )
+from fedpdmm.attacks.optimal import line_search_max
 from fedpdmm.errors import ConfigError, DataError
 from fedpdmm.seeding import generator
 

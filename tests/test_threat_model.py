@@ -507,7 +507,7 @@ def test_replay_resends_the_byzantine_nodes_own_row_of_lag_rounds_ago():
 
     def recording_send(*args, **kwargs):
         struck = original_send(*args, **kwargs)
-        honest.append(struck.honest[3].clone())
+        honest.append(struck.honest_rows[0].clone())  # client 3, the one Byzantine row
         sent.append(struck.messages[3].clone())
         return struck
 

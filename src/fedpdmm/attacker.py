@@ -74,16 +74,18 @@ class AttackerMemory:
         incoming = reverse[rows.nonzero().flatten()]
         return messages.index_add_(0, incoming, correction.to(messages.dtype))
 
-    def remember(self, algorithm: Algorithm, honest: torch.Tensor, rows: torch.Tensor) -> None:
-        """Absorb this round's honest messages into the shadow, as the receivers would."""
+    def remember(self, algorithm: Algorithm, honest_rows: torch.Tensor) -> None:
+        """Absorb this round's honest Byzantine messages `[k, w]` into the shadow, as the
+        receivers would."""
         if self.shadow is not None:
-            self.shadow = torch.lerp(self.shadow, honest[rows], algorithm.echo_relaxation)
+            self.shadow = torch.lerp(self.shadow, honest_rows, algorithm.echo_relaxation)
 
-    def keep_history(self, space: torch.Tensor, rows: torch.Tensor, depth: int) -> None:
-        """Keep the Byzantine rows of this round (for attacks that replay `depth` rounds back)."""
+    def keep_history(self, space_rows: torch.Tensor, rows: torch.Tensor, depth: int) -> None:
+        """Keep the Byzantine rows `[k, w]` of this round (for attacks that replay `depth` rounds
+        back)."""
         if depth <= 0 or not bool(rows.any()):
             return
-        self.history.append(space[rows].clone())
+        self.history.append(space_rows.clone())
         while len(self.history) > depth:
             self.history.popleft()
 

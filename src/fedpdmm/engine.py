@@ -109,16 +109,14 @@ class LocalWork:
             algorithm, state._replace(nodes=nodes), start, trained, round_index, context
         )
         if honest_state:
-            self.memory.remember(algorithm, struck.honest, rows)
+            self.memory.remember(algorithm, struck.honest_rows)
         messages = struck.messages
         if echo is not None and network.edges is not None:
-            if messages is struck.honest:
-                messages = messages.clone()
-            colluding = rows & self.byzantine.index_select(0, network.edges.dst)
+            colluding = (rows & self.byzantine.index_select(0, network.edges.dst))[rows]
             if bool(colluding.any()):  # Byzantine neighbours keep each other's state honest
-                messages[colluding] = struck.honest[colluding]
+                messages[rows.nonzero().flatten()[colluding]] = struck.honest_rows[colluding]
             messages = self.memory.correct_incoming(messages, rows, echo, network.edges.reverse)
-        self.memory.keep_history(struck.space, rows, self.attack.history)
+        self.memory.keep_history(struck.space_rows, rows, self.attack.history)
         samples = config.data.num_clients * config.local.steps * config.local.batch_size
         return Replies(nodes, messages, None, samples)
 
@@ -146,6 +144,7 @@ class LocalWork:
             round_index,
             context=context or CombineContext(),
             past=self.memory.past(self.attack.history, rows),
+            keep_honest=False,
         )
 
     def counters(self) -> dict[str, int]:

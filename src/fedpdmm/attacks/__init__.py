@@ -30,11 +30,10 @@ from fedpdmm.attacks.omniscient import (
     IPM,
     MinMax,
     MinSum,
-    OptimalALIE,
-    OptimalIPM,
     alie_z,
     coordinate_mean,
 )
+from fedpdmm.attacks.optimal import OptimalALIE, OptimalIPM
 from fedpdmm.registry import Registry
 
 REGISTRY: Registry[type[Attack]] = Registry(

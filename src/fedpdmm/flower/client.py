@@ -183,7 +183,7 @@ def client_round(
     new_state = dict(nodes._asdict())
     if honest_state:
         theta = algorithm.echo_relaxation
-        new_state["attacker.shadow"] = torch.lerp(shadow, struck.honest, theta)
+        new_state["attacker.shadow"] = torch.lerp(shadow, struck.honest_rows, theta)
         sent = struck.messages
         accepted = bool(torch.isfinite(sent).all())
         new_state["attacker.echo"] = (1 - theta) * tracked + theta * sent if accepted else tracked
