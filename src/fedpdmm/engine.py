@@ -96,7 +96,7 @@ class LocalWork:
         return state
 
     def __call__(
-        self, algorithm, state, downlink, round_index: int, evaluate: bool, context=None
+        self, algorithm, state, downlink, round_index: int, evaluate: bool, context: CombineContext
     ) -> Replies:
         config, network = self.setup.config, self.setup.network
         rows = network.byzantine_rows(self.byzantine)
@@ -127,7 +127,9 @@ class LocalWork:
         trained = local_training(self.setup, problem, self.data, round_index)
         return algorithm.finish(nodes, trained), problem.start, trained
 
-    def send(self, algorithm, state, start, trained, round_index: int, context=None) -> Struck:
+    def send(
+        self, algorithm, state, start, trained, round_index: int, context: CombineContext
+    ) -> Struck:
         """Every message row, the Byzantine ones struck at the target."""
         network = self.setup.network
         rows = network.byzantine_rows(self.byzantine)
@@ -142,7 +144,7 @@ class LocalWork:
             message_rows(network),
             self.setup.config.seed,
             round_index,
-            context=context or CombineContext(),
+            context=context,
             past=self.memory.past(self.attack.history, rows),
             keep_honest=False,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import networkx as nx
 import torch
@@ -33,12 +34,12 @@ class Network:
         """`"server"` or `"graph"`."""
         return "server" if self.edges is None else "graph"
 
-    @property
+    @cached_property
     def senders(self) -> torch.Tensor:
         """`[m]` the node that sends each message row."""
         return torch.arange(self.num_nodes) if self.edges is None else self.edges.src
 
-    @property
+    @cached_property
     def keys(self) -> list[int] | list[str]:
         """`[m]` names of the message rows for per-row attack noise: client k, or edge "i>j"."""
         if self.edges is None:

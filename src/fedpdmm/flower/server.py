@@ -92,7 +92,7 @@ class TransportWork:
         return state
 
     def __call__(
-        self, algorithm, state, downlink, round_index: int, evaluate: bool, context=None
+        self, algorithm, state, downlink, round_index: int, evaluate: bool, context
     ) -> Replies:
         nodes = state.nodes
         config = self.settings.config
