@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from fedpdmm import attacks, config, engine, evaluation
+from fedpdmm.results import TIMING_COLUMNS
 from fedpdmm.setup import Setup, build_setup
 
 SEED = 0
@@ -24,7 +25,7 @@ def digits_config(*overrides: str) -> config.Config:
 
 
 def comparable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in row.items() if k != "wall_time"} for row in rows]
+    return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in rows]
 
 
 # ---------------------------------------------------------------------------------------------

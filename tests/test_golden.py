@@ -1,5 +1,7 @@
 """Pinned metrics of a few runs (server and graph, with and without attack, robust rules, every
-target), so a change of the round's arithmetic cannot drift silently.
+target), so a change of the round's arithmetic cannot drift silently. Every case but
+`graph_node_sample` evaluates as every run did before the evaluation samples were bounded
+(`WHOLE_SETS`).
 
 The file `golden/metrics.json` was recorded with torch 2.13 on one thread. Counts must match
 exactly; float metrics to 1e-6 (relative or absolute), far below any change of semantics but
@@ -18,12 +20,17 @@ import pytest
 import torch
 
 from fedpdmm import config, engine
+from fedpdmm.results import TIMING_COLUMNS
 
 GOLDEN = Path(__file__).parent / "golden" / "metrics.json"
 TOLERANCE = 1e-6
 
+WHOLE_SETS = ['eval.node_samples="all"', "eval.train_samples=10000"]
+"""The evaluation of every run before `eval.node_samples` and `eval.train_samples` existed."""
+
 CASES: dict[str, list[str]] = {
     "server": [
+        *WHOLE_SETS,
         "rounds=4",
         "eval_every=2",
         'algorithms=["pdmm", "fedavg", "fedavg+median", "pdmm+trimmed_mean"]',
@@ -32,6 +39,7 @@ CASES: dict[str, list[str]] = {
         "local.steps=3",
     ],
     "server_theta": [
+        *WHOLE_SETS,
         "rounds=3",
         "eval_every=1",
         "pdmm.theta=0.5",
@@ -41,6 +49,7 @@ CASES: dict[str, list[str]] = {
         "local.steps=2",
     ],
     "graph": [
+        *WHOLE_SETS,
         "rounds=4",
         "eval_every=2",
         "topology.name=ring",
@@ -51,6 +60,7 @@ CASES: dict[str, list[str]] = {
         "attack.num_byzantine=1",
     ],
     "graph_rgg": [
+        *WHOLE_SETS,
         "rounds=3",
         "eval_every=3",
         "topology.name=random_geometric",
@@ -59,6 +69,14 @@ CASES: dict[str, list[str]] = {
         "pdmm.theta=0.5",
         "local.steps=2",
         "attack.params.ipm.epsilon=0.5",
+    ],
+    "graph_node_sample": [
+        "rounds=2",
+        "eval_every=1",
+        "topology.name=ring",
+        'attacks=["none", "sign_flip"]',
+        "local.steps=2",
+        "eval.node_samples=100",
     ],
 }
 
@@ -71,7 +89,7 @@ def measure(overrides: list[str]) -> list[dict]:
             "combination": [result.algorithm, result.attack, result.target],
             "status": result.status,
             "rows": [
-                {k: v for k, v in row.items() if k not in ("wall_time", "node_accuracy")}
+                {k: v for k, v in row.items() if k not in {*TIMING_COLUMNS, "node_accuracy"}}
                 for row in result.rows
             ],
         }

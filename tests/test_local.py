@@ -174,6 +174,23 @@ def test_evaluate_equals_a_plain_loop_over_models() -> None:
     assert torch.isnan(accuracy[2]) and torch.isnan(loss[2])
 
 
+@pytest.mark.parametrize("name", ["logreg", "mlp"])
+@pytest.mark.parametrize("chunks", [{}, {"chunk": 7, "models_per_chunk": 3}])
+def test_fused_evaluation_equals_the_vmap_one(name: str, chunks: dict) -> None:
+    model, data = build(name), toy_data()
+    params, _, _ = problem(model)
+    params = torch.cat([params, params * 3.0])  # larger logits: a wider spread of losses
+    params[5, 1] = float("inf")
+    inputs, labels = data.features, data.labels
+    fused = evaluate(model, params, inputs, labels, mode="fused", **chunks)
+    plain = evaluate(model, params, inputs, labels, mode="vmap")
+    torch.testing.assert_close(fused[0], plain[0], atol=1.5 / len(labels), rtol=0, equal_nan=True)
+    torch.testing.assert_close(fused[1], plain[1], atol=1e-5, rtol=1e-5, equal_nan=True)
+    assert torch.isnan(fused[0][5]) and torch.isnan(fused[1][5])
+    with pytest.raises(ValueError, match="Linear/ReLU"):
+        evaluate(build("cnn"), params[:, :1], inputs, labels, mode="fused")
+
+
 def test_linear_relu_layers_finds_the_stacks_and_rejects_the_cnn() -> None:
     mlp = linear_relu_layers(build("mlp"))
     assert mlp is not None and [layer.shape for layer in mlp] == [(12, 64), (7, 12), (3, 7)]

@@ -142,6 +142,24 @@ class AttackConfig(_Section):
         return targets
 
 
+class EvalConfig(_Section):
+    """What an evaluation scores. The global model (with a server) is always scored on the whole
+    test set. `train_samples`: the size of the training-loss probe, a fixed seeded sample of the
+    honest clients' training data (`"all"`: all of it). Every honest node's own model is scored
+    on a fixed, seeded subsample of `node_samples` test images (and as many probe samples), the
+    same for every node and round; `"all"` scores the node models on the whole sets."""
+
+    node_samples: Int64 | Literal["all"] = Field(1000)
+    train_samples: Int64 | Literal["all"] = Field(1000)
+
+    @field_validator("node_samples", "train_samples")
+    @classmethod
+    def _positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError('give a positive number of samples, or "all"')
+        return value
+
+
 class TopologyConfig(BaseModel):
     """`name = "server"`: a server and n clients. Any graph name (`fedpdmm list topologies`):
     peer-to-peer among the n clients; further keys are the graph's parameters (`p`, `radius`)."""
@@ -165,6 +183,7 @@ class Config(_Section):
     seed: Int64 = 0
     rounds: Int64 = Field(50, ge=1)
     eval_every: Int64 = Field(5, ge=1)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
     algorithms: list[str] = Field(default_factory=list)
     attacks: list[str] = Field(default_factory=lambda: ["none", "sign_flip"])
     data: DataConfig = Field(default_factory=DataConfig)

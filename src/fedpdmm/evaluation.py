@@ -12,12 +12,17 @@ from fedpdmm.local import evaluate
 from fedpdmm.setup import Setup
 
 
-def consensus_distance(models: torch.Tensor) -> float:
-    """mean_i ||x_i - mean_j x_j|| over the rows of `models` `[m, d]` (NaN if any is non-finite)."""
-    if not bool(torch.isfinite(models).all()):
+def consensus_distance(models: torch.Tensor, rows_per_chunk: int = 16) -> float:
+    """mean_i ||x_i - mean_j x_j|| over the rows of `models` `[m, d]` (NaN if any is non-finite),
+    in float64, `rows_per_chunk` rows at a time (no `[m, d]` float64 copy)."""
+    if len(models) == 0 or not bool(finite_rows(models).all()):
         return float("nan")
-    centered = models.double() - models.double().mean(dim=0)
-    return float(centered.norm(dim=1).mean())
+    mean = models.sum(dim=0, dtype=torch.float64) / len(models)
+    total = 0.0
+    for first in range(0, len(models), rows_per_chunk):
+        rows = models[first : first + rows_per_chunk].double()
+        total += float(rows.sub_(mean).norm(dim=1).sum())
+    return total / len(models)
 
 
 def is_broken(algorithm: Algorithm, state: RoundState, byzantine: torch.Tensor) -> bool:
@@ -31,29 +36,30 @@ def is_broken(algorithm: Algorithm, state: RoundState, byzantine: torch.Tensor) 
 def evaluate_round(
     setup: Setup, algorithm: Algorithm, state: RoundState, byzantine: torch.Tensor
 ) -> dict[str, Any]:
-    """Metrics of one evaluation. Without a server, the global columns hold the mean over the
-    honest nodes whose models are finite (a run has diverged only when none is, `is_broken`), as
-    do the honest mean/min/max columns; `nonfinite_clients` counts the others."""
-    dataset, model = setup.data.dataset, setup.model
+    """Metrics of one evaluation. The global model (with a server) is scored on the whole test
+    set and training-loss probe; every honest node's model on the node test set and probe
+    (`eval.node_samples`, `FederatedData.node_test_set`). Without a server, the global columns
+    hold the mean over the honest nodes whose models are finite (a run has diverged only when
+    none is, `is_broken`), as do the honest mean/min/max columns; `nonfinite_clients` counts
+    the others."""
+    data, model = setup.data, setup.model
     global_model, node_models = algorithm.models(state)
     honest_models = node_models[~byzantine]
-    honest_accuracy, honest_loss = evaluate(model, honest_models, dataset.x_test, dataset.y_test)
+    node_inputs, node_labels = data.node_test_set()
+    honest_accuracy, honest_loss = evaluate(model, honest_models, node_inputs, node_labels)
     finite = finite_rows(honest_models)
-    train_inputs = dataset.x_train[setup.data.train_eval_index]
-    train_labels = dataset.y_train[setup.data.train_eval_index]
     if global_model is not None:
+        dataset = data.dataset
         test_accuracy, test_loss = evaluate(
             model, global_model.unsqueeze(0), dataset.x_test, dataset.y_test
         )
-        _, train_loss = evaluate(model, global_model.unsqueeze(0), train_inputs, train_labels)
-    elif bool(finite.all()):
-        test_accuracy, test_loss = honest_accuracy.mean(0, keepdim=True), honest_loss.mean(0, True)
-        _, train_losses = evaluate(model, honest_models, train_inputs, train_labels)
-        train_loss = train_losses.mean(0, keepdim=True)
+        _, train_loss = evaluate(model, global_model.unsqueeze(0), *data.train_probe(False))
     else:  # the honest nodes whose models are still finite (NaN when none is)
-        test_accuracy = honest_accuracy[finite].mean(0, keepdim=True)
-        test_loss = honest_loss[finite].mean(0, keepdim=True)
-        _, train_losses = evaluate(model, honest_models[finite], train_inputs, train_labels)
+        every = bool(finite.all())
+        scored_models = honest_models if every else honest_models[finite]
+        test_accuracy = (honest_accuracy if every else honest_accuracy[finite]).mean(0, True)
+        test_loss = (honest_loss if every else honest_loss[finite]).mean(0, keepdim=True)
+        _, train_losses = evaluate(model, scored_models, *data.train_probe(True))
         train_loss = train_losses.mean(0, keepdim=True)
     scored = honest_accuracy[finite]
     honest_nodes = (~byzantine).nonzero().flatten().tolist()

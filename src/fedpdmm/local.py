@@ -9,8 +9,8 @@ Three execution paths take the same steps (equal up to float rounding, see `test
 - `fused`, for Linear/ReLU stacks (`logreg`, `mlp`): a hand-written forward and backward with
   batched matmuls whose weight gradient is accumulated in place into the parameter rows
   (`baddbmm_`); clients go in chunks of about `FUSED_CHUNK_BYTES` of parameters, each chunk taking
-  all K steps while its parameters stay in cache, and the prox term is one in-place scale-and-shift
-  x <- (1 - lr rho) x + lr rho v before the gradient is subtracted;
+  all K steps while its parameters stay in cache, and the prox term is one in-place interpolation
+  x <- x + lr rho (v - x) before the gradient is subtracted;
 - `vmap`: `torch.func.vmap` of `torch.func.grad` across all clients at once (any model);
 - `loop`: `torch.func.grad` for one client after another, each taking all K steps (any model).
 `auto` (the default) picks `fused` where it applies, else `loop` for models with convolutions (vmap
@@ -29,6 +29,7 @@ same rounds; `vmap` reached 0.55 | 0.48 of it.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Literal
 
 import torch
@@ -36,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from fedpdmm.aggregators._kernels import finite_rows
 from fedpdmm.models import FlatModel
 from fedpdmm.seeding import generator
 
@@ -105,7 +107,7 @@ def batch_positions(
 Mode = Literal["auto", "fused", "vmap", "loop"]
 MODES = ("auto", "fused", "vmap", "loop")
 
-FUSED_CHUNK_BYTES = 4 * 2**20
+FUSED_CHUNK_BYTES = 2 * 2**20
 """`fused` trains together clients with this many parameter bytes (kept in cache) per thread^2.
 
 More threads need larger operations to pay for their synchronisation: with 2 threads on a busy
@@ -215,6 +217,17 @@ def _rho_column(rho: torch.Tensor | float, count: int, dtype: torch.dtype) -> to
     return values.expand(count, 1)
 
 
+GATHER_ELEMENTS = 4 * 2**20
+"""`train` gathers a chunk's samples of all K steps at once when they hold at most this many
+values (16 MiB of float32), else step by step."""
+
+
+def _gather(flat_features: torch.Tensor, data: ClientData, positions: torch.Tensor):
+    """The samples at `positions` (into `data.sample_index`), shaped `[*positions, C, H, W]`."""
+    rows = torch.index_select(flat_features, 0, data.sample_index[positions.flatten()])
+    return rows.view(*positions.shape, *data.features.shape[1:])
+
+
 def train(
     model: FlatModel,
     start: torch.Tensor,
@@ -262,15 +275,25 @@ def train(
         chunk = 1 if mode == "loop" else count
     loss_grad = grad(_loss_of_views(model))
     batched_grad = vmap(loss_grad)
+    flat_features = data.features.reshape(len(data.features), -1)
     for first in range(0, count, chunk):
         rows = params[first : first + chunk]
         if use_prox:
-            keep = 1 - lr * rho_column[first : first + chunk]
-            pull = center[first : first + chunk] * (lr * rho_column[first : first + chunk])
+            pull = lr * rho_column[first : first + chunk]
+            if bool((pull == pull[0]).all()):
+                pull = float(pull[0])
+            anchor = center[first : first + chunk]
+        chunk_positions = positions[first : first + chunk]  # [c, K, B]
+        chunk_labels = data.labels[chunk_positions]
+        whole = chunk_positions.numel() * flat_features.shape[1] <= GATHER_ELEMENTS
+        if whole:  # every step's samples in one gather (more memory-level parallelism)
+            gathered = _gather(flat_features, data, chunk_positions)
         for step in range(steps):
-            batch = positions[first : first + chunk, step]
-            inputs = data.features[data.sample_index[batch]].to(params.dtype)
-            labels = data.labels[batch]
+            batch_inputs = gathered[:, step] if whole else None
+            if batch_inputs is None:
+                batch_inputs = _gather(flat_features, data, chunk_positions[:, step])
+            inputs = batch_inputs.to(params.dtype)
+            labels = chunk_labels[:, step]
             if layers is not None:
                 pairs = fused_gradients(layers, rows, inputs, labels)
             elif mode == "loop":
@@ -278,8 +301,8 @@ def train(
                 grads = {name: value.unsqueeze(0) for name, value in singles.items()}
             else:
                 grads = batched_grad(_views(model, rows), inputs, labels)
-            if use_prox:
-                rows.mul_(keep).add_(pull)
+            if use_prox:  # x <- x + lr rho (v - x) = (1 - lr rho) x + lr rho v
+                rows.lerp_(anchor, pull)
             if linear is not None:
                 rows.sub_(linear[first : first + chunk], alpha=lr)
             if layers is not None:
@@ -293,38 +316,99 @@ def train(
     return params
 
 
+def fused_logits(
+    layers: tuple[LinearLayer, ...], rows: torch.Tensor, inputs: torch.Tensor
+) -> torch.Tensor:
+    """Logits `[m, N, classes]` of the Linear/ReLU stack `layers` for every model of `rows`
+    `[m, d]` on the shared inputs `[N, ...]`.
+
+    The first layer is one matrix product of the inputs with all m weight matrices side by side
+    (`[N, in] x [in, m * out]`), so the inputs are read once for every model; the other layers
+    are batched products per model.
+    """
+    activation = inputs.reshape(len(inputs), -1)
+    first = layers[0]
+    weight, bias = first.views(rows)
+    out_features = first.shape[0]
+    stacked = weight.reshape(-1, weight.shape[-1])  # [m * out, in]
+    hidden = torch.addmm(bias.reshape(1, -1), activation, stacked.t())
+    activation = hidden.view(len(inputs), len(rows), out_features).transpose(0, 1)
+    for layer in layers[1:]:
+        activation = activation.relu()
+        weight, bias = layer.views(rows)
+        activation = torch.baddbmm(bias.unsqueeze(1), activation, weight.transpose(1, 2))
+    return activation
+
+
+def _all_rows_equal(rows: torch.Tensor) -> bool:
+    """True when every row of `rows` `[m, d]` equals the first (bitwise, NaN-free)."""
+    if not torch.equal(rows[1], rows[0]):
+        return False
+    return torch.equal(rows, rows[:1].expand_as(rows))
+
+
+EVAL_CHUNK_BYTES = 32 * 2**20
+"""`evaluate` scores at once as many (model, sample) pairs as fit activations of this size."""
+
+
 def evaluate(
     model: FlatModel,
     params: torch.Tensor,
     inputs: torch.Tensor,
     labels: torch.Tensor,
     *,
-    chunk: int = 4096,
-    models_per_chunk: int = 16,
+    chunk: int | None = None,
+    models_per_chunk: int | None = None,
+    mode: Literal["auto", "fused", "vmap"] = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Accuracy and mean cross-entropy `[m]` of each row of `params` `[m, d]` on one labelled set.
 
-    Rows with non-finite parameters get NaN for both.
+    Rows with non-finite parameters get NaN for both; rows that are all equal (every node at its
+    initial model) are scored once. `auto` takes the fused forward of
+    `fused_logits` for Linear/ReLU models and `torch.func.vmap` of the model otherwise; both give
+    the same numbers up to float rounding. They score `models_per_chunk` rows on `chunk` samples
+    at a time (by default, 2,048 samples and as many rows as fit about `EVAL_CHUNK_BYTES` of
+    activations when fused; 4,096 samples and 16 rows with vmap).
     """
+    layers = linear_relu_layers(model) if mode in ("auto", "fused") else None
+    if mode == "fused" and layers is None:
+        raise ValueError("mode='fused' needs a Linear/ReLU model (logreg, mlp); use 'vmap'")
+    if len(params) > 1 and _all_rows_equal(params):  # e.g. every node at its initial model
+        accuracy, loss = evaluate(
+            model,
+            params[:1],
+            inputs,
+            labels,
+            chunk=chunk,
+            models_per_chunk=models_per_chunk,
+            mode=mode,
+        )
+        return accuracy.expand(len(params)).clone(), loss.expand(len(params)).clone()
     count = params.shape[0]
-    correct = torch.zeros(count, dtype=torch.float64)
-    total_loss = torch.zeros(count, dtype=torch.float64)
-    batched_logits = vmap(model.logits, in_dims=(0, None))
+    correct = torch.zeros(count, dtype=torch.float64, device=params.device)
+    total_loss = torch.zeros(count, dtype=torch.float64, device=params.device)
+    if layers is not None:
+        width = max(layer.shape[0] for layer in layers)
+        chunk = chunk or max(1, min(len(labels), 2048))
+        fit = EVAL_CHUNK_BYTES // (params.element_size() * width * chunk)
+        models_per_chunk = models_per_chunk or max(1, fit)
+        logits_of = partial(fused_logits, layers)
+    else:
+        chunk, models_per_chunk = chunk or 4096, models_per_chunk or 16
+        logits_of = vmap(model.logits, in_dims=(0, None))
     with torch.no_grad():
         for first in range(0, count, models_per_chunk):
             rows = params[first : first + models_per_chunk]
             for begin in range(0, len(labels), chunk):
                 x, y = inputs[begin : begin + chunk], labels[begin : begin + chunk]
-                logits = batched_logits(rows, x)
-                predictions = logits.argmax(-1)
-                correct[first : first + len(rows)] += (predictions == y).sum(-1).double()
-                losses = F.cross_entropy(
-                    logits.flatten(0, 1), y.repeat(len(rows)), reduction="none"
-                ).view(len(rows), -1)
-                total_loss[first : first + len(rows)] += losses.double().sum(-1)
+                logits = logits_of(rows, x.to(rows.dtype))
+                correct[first : first + len(rows)] += (logits.argmax(-1) == y).sum(-1).double()
+                log_probabilities = torch.log_softmax(logits, dim=-1)
+                picked = log_probabilities.gather(-1, y.expand(len(rows), -1).unsqueeze(-1))
+                total_loss[first : first + len(rows)] -= picked.squeeze(-1).double().sum(-1)
     accuracy = correct / len(labels)
     loss = total_loss / len(labels)
-    finite = torch.isfinite(params).all(dim=1)
+    finite = finite_rows(params)
     accuracy[~finite] = float("nan")
     loss[~finite] = float("nan")
     return accuracy, loss

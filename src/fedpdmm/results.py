@@ -35,7 +35,11 @@ METRIC_COLUMNS = (
     "dropped_messages",
     "samples",
     "wall_time",
+    "eval_time",
 )
+
+TIMING_COLUMNS = frozenset({"wall_time", "eval_time"})
+"""Columns that measure seconds: they differ between two runs of the same config."""
 
 
 def write_metrics(path: Path, rows: Sequence[dict[str, Any]]) -> None:
@@ -162,6 +166,29 @@ class WrittenRun:
         self.summary = summary
 
 
+def evaluation_note(setup) -> str:
+    """What the evaluation scored the node models on (`eval.node_samples`)."""
+    data = setup.data
+    num_test = len(data.dataset.y_test)
+    scored = num_test if data.node_test_index is None else len(data.node_test_index)
+    probe = len(data.train_eval_index if data.node_train_index is None else data.node_train_index)
+    which = "the whole test set" if scored == num_test else "a fixed seeded subsample"
+    node_columns = "honest_accuracy_*, node_accuracy.csv"
+    if setup.network.graph is not None:
+        node_columns += " and the test and train columns"
+    model_scope = (
+        f"the global model: all {num_test} test images and {len(data.train_eval_index)} "
+        "honest training samples (train_loss); "
+        if setup.network.graph is None
+        else ""
+    )
+    return (
+        f"evaluation: {model_scope}every honest node's model ({node_columns}): {which} of "
+        f"{scored} of the {num_test} test images, and {probe} honest training samples, the same "
+        "for every node and round (eval.node_samples); eval_time in metrics.csv: its seconds"
+    )
+
+
 def run_notes(setup) -> list[str]:
     from fedpdmm import topology
 
@@ -189,6 +216,7 @@ def run_notes(setup) -> list[str]:
         f"attacked runs: {len(byzantine)} Byzantine clients {byzantine}; attack target(s): "
         f"{', '.join(config.attack.targets)} (the outcome depends on the target: see the README)",
         "honest mean/min: the honest clients' own models at the last evaluation",
+        evaluation_note(setup),
         *setup.network.warnings,
     ]
     return notes

@@ -142,14 +142,17 @@ def run_rounds(
     stop when the run breaks (`broken`) or its loss is not finite. Returns (metric rows, status).
 
     Each row is `evaluate(state)` plus `columns`, the round, the cumulative samples and dropped
-    messages, the transport's counters and the seconds since the start.
+    messages, the transport's counters, the seconds since the start (`wall_time`) and the
+    seconds this evaluation took (`eval_time`).
     """
     rows: list[dict[str, Any]] = []
     totals = {"samples": 0, "dropped": 0}
     began = time.perf_counter()
 
     def record(round_index: int) -> bool:
+        evaluation_began = time.perf_counter()
         row = evaluate(state)
+        row["eval_time"] = time.perf_counter() - evaluation_began
         row.update(columns or {})
         row.update(
             round=round_index,

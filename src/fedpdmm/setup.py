@@ -19,8 +19,6 @@ from fedpdmm.models import FlatModel
 from fedpdmm.network import Network, build_network
 from fedpdmm.seeding import generator
 
-TRAIN_EVAL_SAMPLES = 10_000
-
 
 @dataclass(frozen=True)
 class FederatedData:
@@ -32,6 +30,22 @@ class FederatedData:
     histogram: torch.Tensor  # [n, classes]
     train_eval_index: torch.Tensor  # dataset indices used for the honest training loss
     root: ClientData
+    node_test_index: torch.Tensor | None = None  # test indices scoring node models (None: all)
+    node_train_index: torch.Tensor | None = None  # probe indices for node models (None: all)
+
+    def node_test_set(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The test inputs and labels every honest node's model is scored on."""
+        if self.node_test_index is None:
+            return self.dataset.x_test, self.dataset.y_test
+        index = self.node_test_index
+        return self.dataset.x_test[index], self.dataset.y_test[index]
+
+    def train_probe(self, nodes: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The honest training-loss probe: of the global model, or (`nodes`) of node models."""
+        index = self.train_eval_index
+        if nodes and self.node_train_index is not None:
+            index = self.node_train_index
+        return self.dataset.x_train[index], self.dataset.y_train[index]
 
 
 @dataclass(frozen=True)
@@ -43,14 +57,35 @@ class Setup:
     x0: torch.Tensor  # [d] the initial model of every node
 
 
+def sample_count(value: int | str) -> int | None:
+    """An `eval.*_samples` value as a number, None for `"all"`."""
+    return None if value == "all" else int(value)
+
+
 def honest_train_sample(
     config: Config, parts: list[torch.Tensor], byzantine: torch.Tensor
-) -> torch.Tensor:
-    """Up to `TRAIN_EVAL_SAMPLES` seeded indices of the honest clients' training samples."""
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Seeded indices of the honest clients' training samples: `eval.train_samples` of them for
+    the global model, and the first `eval.node_samples` of the same draw for node models (None
+    when that is all of the first)."""
     n = config.data.num_clients
     honest = torch.cat([parts[k] for k in range(n) if not byzantine[k]] or [parts[0]])
     keep = torch.randperm(len(honest), generator=generator(config.seed, "train-eval"))
-    return honest[keep[:TRAIN_EVAL_SAMPLES]].sort().values
+    probe = honest[keep[: sample_count(config.eval.train_samples)]].sort().values
+    count = sample_count(config.eval.node_samples)
+    if count is None or count >= len(probe):
+        return probe, None
+    return probe, honest[keep[:count]].sort().values
+
+
+def node_test_sample(config: Config, num_test: int) -> torch.Tensor | None:
+    """`eval.node_samples` seeded test indices (sorted), None when that is the whole test set.
+    They depend on the seed and the test set's size only."""
+    count = sample_count(config.eval.node_samples)
+    if count is None or count >= num_test:
+        return None
+    order = torch.randperm(num_test, generator=generator(config.seed, "eval-nodes"))
+    return order[:count].sort().values
 
 
 def build_data(config: Config, byzantine: torch.Tensor, data_dir: str | None) -> FederatedData:
@@ -71,15 +106,18 @@ def build_data(config: Config, byzantine: torch.Tensor, data_dir: str | None) ->
         shards_per_client=config.data.shards_per_client,
     )
     root = torch.randperm(len(dataset.y_train), generator=generator(config.seed, "root"))
+    probe, node_probe = honest_train_sample(config, parts, byzantine)
     return FederatedData(
         dataset=dataset,
         parts=parts,
         clients=ClientData.from_parts(dataset.x_train, dataset.y_train, parts),
         histogram=label_histogram(dataset.y_train, parts, dataset.num_classes),
-        train_eval_index=honest_train_sample(config, parts, byzantine),
+        train_eval_index=probe,
         root=ClientData.from_parts(
             dataset.x_train, dataset.y_train, [root[: config.algorithm.root_size].sort().values]
         ),
+        node_test_index=node_test_sample(config, len(dataset.y_test)),
+        node_train_index=node_probe,
     )
 
 
@@ -116,9 +154,9 @@ def with_byzantine(setup: Setup, byzantine: torch.Tensor) -> Setup:
     """The same setup with another Byzantine set (and its honest training-loss sample)."""
     if torch.equal(setup.network.byzantine, byzantine):
         return setup
-    index = honest_train_sample(setup.config, setup.data.parts, byzantine)
+    probe, node_probe = honest_train_sample(setup.config, setup.data.parts, byzantine)
     return replace(
         setup,
         network=setup.network.with_byzantine(byzantine),
-        data=replace(setup.data, train_eval_index=index),
+        data=replace(setup.data, train_eval_index=probe, node_train_index=node_probe),
     )

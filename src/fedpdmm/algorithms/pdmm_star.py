@@ -77,7 +77,7 @@ class PDMMStar(ServerAlgorithm):
         return RoundState(server, PDMMClients(rows.clone(), -self.c * rows))
 
     def downlink(self, hub: PDMMServer) -> torch.Tensor:
-        return hub.z - 2 * self.c * hub.x
+        return torch.add(hub.z, hub.x, alpha=-2 * self.c)
 
     def receive(
         self,
@@ -86,15 +86,15 @@ class PDMMStar(ServerAlgorithm):
         *,
         generator: torch.Generator | None = None,
     ) -> tuple[PDMMClients, LocalProblem]:
-        z = (1 - self.theta) * nodes.z + self.theta * downlink
-        center = -z / self.c
+        z = downlink if self.theta == 1 else torch.lerp(nodes.z, downlink, self.theta)
+        center = torch.div(z, -self.c)
         return PDMMClients(nodes.x, z), LocalProblem(start=nodes.x, center=center, rho=self.c)
 
     def finish(self, nodes: PDMMClients, trained: torch.Tensor) -> PDMMClients:
         return PDMMClients(trained, nodes.z)
 
     def encode(self, nodes: PDMMClients, row_models: torch.Tensor) -> torch.Tensor:
-        return nodes.z + 2 * self.c * row_models
+        return torch.add(nodes.z, row_models, alpha=2 * self.c)
 
     def echo(self, state: RoundState, rows: torch.Tensor) -> torch.Tensor:
         """The server's dual of the edges of clients `rows`, built from their messages and sent
@@ -117,6 +117,10 @@ class PDMMStar(ServerAlgorithm):
         context: CombineContext = CombineContext(),
     ) -> RoundState:
         server = state.hub
+        if bool(accepted.all()) and bool(server.open.all()):  # one pass over [n, d]
+            z = messages.clone() if self.theta == 1 else torch.lerp(server.z, messages, self.theta)
+            x, rule_state = self.estimate(z, server, accepted, context)
+            return RoundState(PDMMServer(z, x, accepted, rule_state), state.nodes)
         z = server.z.clone()
         reopened = accepted & ~server.open
         if bool(reopened.any()):
