@@ -44,7 +44,7 @@ def run_graph_algorithm(algorithm, q: torch.Tensor, a: torch.Tensor, rounds: int
     accepted = torch.ones(algorithm.edges.num_directed_edges, dtype=torch.bool)
     for _ in range(rounds):
         nodes, problem = algorithm.receive(state.nodes, None)
-        trained = all_prox(q, a, problem.center, problem.rho)
+        trained = all_prox(q, a, problem.prox_center, problem.rho)
         nodes = algorithm.finish(nodes, trained)
         messages = algorithm.encode_nodes(nodes, trained)
         state = algorithm.combine(state._replace(nodes=nodes), messages, accepted)

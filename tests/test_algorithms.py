@@ -42,7 +42,7 @@ def exact_prox(q: torch.Tensor, a: torch.Tensor) -> LocalSolver:
 
     def solve(problem: LocalProblem) -> torch.Tensor:
         rho = float(problem.rho)
-        rhs = (q @ a.unsqueeze(2)).squeeze(2) + rho * problem.center
+        rhs = (q @ a.unsqueeze(2)).squeeze(2) + rho * problem.prox_center
         return torch.linalg.solve(q + rho * eye, rhs)
 
     return solve
@@ -52,7 +52,7 @@ def gradient_steps(q: torch.Tensor, a: torch.Tensor, lr: float, steps: int) -> L
     """`steps` full-gradient steps x <- x - lr Q_i (x - a_i) from `problem.start` (rho = 0)."""
 
     def solve(problem: LocalProblem) -> torch.Tensor:
-        assert problem.center is None and float(problem.rho) == 0.0
+        assert problem.prox_center is None and float(problem.rho) == 0.0
         x = problem.start.clone()
         for _ in range(steps):
             x = x - lr * (q @ (x - a).unsqueeze(2)).squeeze(2)
@@ -126,7 +126,7 @@ def test_pdmm_star_client_problem_is_the_pdmm_x_update() -> None:
     clients, problem = algorithm.receive(clients, received)
     z_new = (1 - theta) * z_i + theta * received
     torch.testing.assert_close(clients.z, z_new, rtol=0, atol=1e-14)
-    torch.testing.assert_close(problem.center, -z_new / c, rtol=0, atol=1e-14)
+    torch.testing.assert_close(problem.prox_center, -z_new / c, rtol=0, atol=1e-14)
     assert float(problem.rho) == c
 
     trained = torch.randn(N, DIM, generator=gen, dtype=torch.float64)
@@ -234,7 +234,9 @@ def test_pdmm_star_client_steps_act_on_any_subset_of_rows() -> None:
     k = 3
     one = type(clients)(*(field[k : k + 1] for field in clients))
     one, one_problem = algorithm.receive(one, received[k : k + 1])
-    torch.testing.assert_close(one_problem.center, problem.center[k : k + 1], rtol=0, atol=0)
+    torch.testing.assert_close(
+        one_problem.prox_center, problem.prox_center[k : k + 1], rtol=0, atol=0
+    )
     one = algorithm.finish(one, trained[k : k + 1])
     one_message = algorithm.encode(one, trained[k : k + 1])
     torch.testing.assert_close(one_message, all_messages[k : k + 1], rtol=0, atol=0)
@@ -289,7 +291,7 @@ def test_fedavg_downlink_sends_the_global_model_to_every_client() -> None:
     assert torch.equal(received, x0.expand(N, DIM))
     clients, problem = algorithm.receive(clients, received)
     assert torch.equal(problem.start, received)
-    assert problem.center is None and float(problem.rho) == 0.0
+    assert problem.prox_center is None and float(problem.rho) == 0.0
     trained = torch.randn(N, DIM, generator=generator(2, "t"), dtype=torch.float64)
     assert torch.equal(algorithm.encode(algorithm.finish(clients, trained), trained), trained)
 

@@ -20,8 +20,8 @@ def local_gradient_steps(q, a, problem, steps: int, lr: float) -> torch.Tensor:
         gradient = (q @ (y - a).unsqueeze(2)).squeeze(2)
         if problem.linear is not None:
             gradient = gradient + problem.linear
-        if problem.center is not None:
-            gradient = gradient + problem.rho * (y - problem.center)
+        if problem.prox_center is not None:
+            gradient = gradient + problem.rho * (y - problem.prox_center)
         y = y - lr * gradient
     return y
 
@@ -82,7 +82,7 @@ def test_fedprox_local_problem_is_the_proximal_term_to_the_global_model() -> Non
     algorithm = FedProx(N, mu=0.7)
     state = algorithm.init(torch.ones(DIM, dtype=torch.float64))
     _, problem = algorithm.receive(state.nodes, algorithm.downlink(state.hub))
-    assert torch.equal(problem.center, torch.ones(N, DIM, dtype=torch.float64))
+    assert torch.equal(problem.prox_center, torch.ones(N, DIM, dtype=torch.float64))
     assert problem.rho == 0.7 and problem.linear is None
 
 

@@ -293,7 +293,7 @@ def test_killed_supernode_is_counted_and_the_run_completes(federation, tmp_path)
         {**DEPLOY, "algorithms": ["pdmm"], "attacks": ["none"], "rounds": 3}
     )
     out = tmp_path / "run"
-    process = federation.start_run(config, out, round_timeout=15)
+    process = federation.start_run(config, out, round_timeout=40)
     deadline = time.monotonic() + 300
     while "round 1/3" not in federation.run_log.read_text(errors="replace"):
         assert process.poll() is None and time.monotonic() < deadline, "round 1 never finished"

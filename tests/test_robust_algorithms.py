@@ -30,7 +30,7 @@ def run_pdmm_star(algorithm: PDMMStar, q, a, rounds: int) -> torch.Tensor:
     accepted = torch.ones(algorithm.num_clients, dtype=torch.bool)
     for _ in range(rounds):
         clients, problem = algorithm.receive(state.nodes, algorithm.downlink(state.hub))
-        trained = all_prox(q, a, problem.center, problem.rho)
+        trained = all_prox(q, a, problem.prox_center, problem.rho)
         clients = algorithm.finish(clients, trained)
         messages = algorithm.encode(clients, trained)
         state = algorithm.combine(state._replace(nodes=clients), messages, accepted)

@@ -43,7 +43,9 @@ class QuadraticWork(LocalWork):
 
     def train(self, algorithm, nodes, downlink, round_index: int):
         nodes, problem = algorithm.receive(nodes, downlink)
-        center = torch.zeros_like(problem.start) if problem.center is None else problem.center
+        center = (
+            torch.zeros_like(problem.start) if problem.prox_center is None else problem.prox_center
+        )
         trained = all_prox(self.q, self.a, center, problem.rho)
         return algorithm.finish(nodes, trained), problem.start, trained
 
@@ -170,7 +172,7 @@ def test_honest_attacker_state_on_a_graph_equals_the_hand_written_loop(theta: fl
         state, _ = step(algorithm, state, work, round_index, seed=SEED)
     # the engine's x after round t is the prox of round t's centres: compare one more x-update
     _, problem = algorithm.receive(state.nodes, None)
-    got = all_prox(q, a, problem.center, problem.rho)
+    got = all_prox(q, a, problem.prox_center, problem.rho)
     want = hand_written_graph(graph, q, a, 0.6, theta, {1, 4}, 9)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
 
@@ -224,7 +226,7 @@ def test_a_closed_graph_edge_leaves_the_centre_and_the_degree():
     nodes = state.nodes._replace(z=z, open=~closed)
     _, problem = algorithm.receive(nodes, None)
     votes = -z * edges.sign.to(z.dtype).unsqueeze(1) / 0.5
-    torch.testing.assert_close(problem.center[0], votes[1:3].mean(0), rtol=0, atol=1e-14)
+    torch.testing.assert_close(problem.prox_center[0], votes[1:3].mean(0), rtol=0, atol=1e-14)
     assert float(problem.rho[0]) == 0.5 * 2 and float(problem.rho[1]) == 0.5 * 3
 
 
@@ -407,7 +409,7 @@ def test_pdmm_starts_at_the_initial_model_with_a_server_and_on_a_graph():
     x0 = torch.randn(4, generator=generator(0, "x0"), dtype=torch.float64)
     algorithm = GraphPDMM(edges, c=0.3, theta=0.5)
     _, problem = algorithm.receive(algorithm.init(x0).nodes, None)
-    torch.testing.assert_close(problem.center, x0.expand(5, -1), rtol=0, atol=1e-14)
+    torch.testing.assert_close(problem.prox_center, x0.expand(5, -1), rtol=0, atol=1e-14)
 
 
 def test_one_non_finite_honest_node_does_not_end_a_graph_run():

@@ -13,7 +13,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from fedpdmm import allocator
 from fedpdmm import config as config_module
 from fedpdmm.errors import FedpdmmError
 
@@ -171,7 +170,6 @@ def main() -> None:
     keeps its traceback.
     """
     warnings.formatwarning = _one_line_warning
-    allocator.keep_freed_memory()
     try:
         app()
     except FedpdmmError as error:

@@ -71,6 +71,7 @@ def local_training(setup: Setup, problem, data: ClientData, round_index: int) ->
         lr=config.local.lr,
         seed=config.seed,
         center=problem.center,
+        center_scale=problem.center_scale,
         rho=problem.rho,
         linear=problem.linear,
     )

@@ -17,7 +17,10 @@ def consensus_distance(models: torch.Tensor, rows_per_chunk: int = 16) -> float:
     in float64, `rows_per_chunk` rows at a time (no `[m, d]` float64 copy)."""
     if len(models) == 0 or not bool(finite_rows(models).all()):
         return float("nan")
-    mean = models.sum(dim=0, dtype=torch.float64) / len(models)
+    mean = torch.zeros(models.shape[1], dtype=torch.float64, device=models.device)
+    for first in range(0, len(models), rows_per_chunk):
+        mean += models[first : first + rows_per_chunk].sum(dim=0, dtype=torch.float64)
+    mean /= len(models)
     total = 0.0
     for first in range(0, len(models), rows_per_chunk):
         rows = models[first : first + rows_per_chunk].double()
@@ -44,7 +47,7 @@ def evaluate_round(
     the others."""
     data, model = setup.data, setup.model
     global_model, node_models = algorithm.models(state)
-    honest_models = node_models[~byzantine]
+    honest_models = node_models[~byzantine] if bool(byzantine.any()) else node_models
     node_inputs, node_labels = data.node_test_set()
     honest_accuracy, honest_loss = evaluate(model, honest_models, node_inputs, node_labels)
     finite = finite_rows(honest_models)

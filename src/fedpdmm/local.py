@@ -222,10 +222,20 @@ GATHER_ELEMENTS = 4 * 2**20
 values (16 MiB of float32), else step by step."""
 
 
-def _gather(flat_features: torch.Tensor, data: ClientData, positions: torch.Tensor):
-    """The samples at `positions` (into `data.sample_index`), shaped `[*positions, C, H, W]`."""
-    rows = torch.index_select(flat_features, 0, data.sample_index[positions.flatten()])
-    return rows.view(*positions.shape, *data.features.shape[1:])
+def _gather(
+    flat_features: torch.Tensor,
+    data: ClientData,
+    positions: torch.Tensor,
+    buffer: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The samples at `positions` (into `data.sample_index`), shaped `[*positions, C, H, W]`;
+    written into `buffer` (resized as needed) when one is given."""
+    index = data.sample_index[positions.flatten()]
+    if buffer is None:
+        rows = torch.index_select(flat_features, 0, index)
+        return rows.view(*positions.shape, *data.features.shape[1:])
+    buffer.resize_(len(index), flat_features.shape[1])
+    return torch.index_select(flat_features, 0, index, out=buffer)
 
 
 def train(
@@ -240,6 +250,7 @@ def train(
     lr: float,
     seed: int,
     center: torch.Tensor | None = None,
+    center_scale: float = 1.0,
     rho: torch.Tensor | float = 0.0,
     linear: torch.Tensor | None = None,
     mode: Mode = "auto",
@@ -247,10 +258,11 @@ def train(
     """K SGD steps for each client in `clients` from `start` `[m, d]`; returns the new `[m, d]`.
 
     Objective of row k: cross-entropy on client k's data + <linear_k, x> + (rho_k / 2)
-    ||x - center_k||^2, where `rho` is a float or a `[m]` tensor, `center` `[m, d]` (ignored where
-    rho is 0) and `linear` `[m, d]` (a fixed gradient offset, SCAFFOLD's correction c - c_k; None
-    for none). Each step is x <- x - lr (grad f(x) + linear + rho (x - center))
-    = (1 - lr rho) x + lr rho center - lr linear - lr grad f(x).
+    ||x - v_k||^2, where `rho` is a float or a `[m]` tensor, the prox centre v = `center_scale *
+    center` with `center` `[m, d]` (ignored where rho is 0; scaled chunk by chunk) and `linear`
+    `[m, d]` (a fixed gradient offset, SCAFFOLD's correction c - c_k; None for none). Each step
+    is x <- x - lr (grad f(x) + linear + rho (x - v)) = x + lr rho (v - x) - lr linear
+    - lr grad f(x).
     `mode` picks the execution path (see the module docstring); all give the same result up to
     float rounding.
     """
@@ -276,6 +288,7 @@ def train(
     loss_grad = grad(_loss_of_views(model))
     batched_grad = vmap(loss_grad)
     flat_features = data.features.reshape(len(data.features), -1)
+    gather_buffer = flat_features.new_empty(0)
     for first in range(0, count, chunk):
         rows = params[first : first + chunk]
         if use_prox:
@@ -283,11 +296,14 @@ def train(
             if bool((pull == pull[0]).all()):
                 pull = float(pull[0])
             anchor = center[first : first + chunk]
+            if center_scale != 1:
+                anchor = anchor * center_scale
         chunk_positions = positions[first : first + chunk]  # [c, K, B]
         chunk_labels = data.labels[chunk_positions]
         whole = chunk_positions.numel() * flat_features.shape[1] <= GATHER_ELEMENTS
-        if whole:  # every step's samples in one gather (more memory-level parallelism)
-            gathered = _gather(flat_features, data, chunk_positions)
+        if whole:  # every step's samples in one gather, into one buffer for all chunks
+            gather_buffer = _gather(flat_features, data, chunk_positions, gather_buffer)
+            gathered = gather_buffer.view(*chunk_positions.shape, *data.features.shape[1:])
         for step in range(steps):
             batch_inputs = gathered[:, step] if whole else None
             if batch_inputs is None:

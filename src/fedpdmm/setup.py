@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from fedpdmm import resources
+from fedpdmm import allocator, resources
 from fedpdmm.build import build_algorithm, check_names
 from fedpdmm.config import Config
 from fedpdmm.data import Dataset, label_histogram, load_dataset, partition
@@ -129,7 +129,9 @@ def build_model(config: Config, input_shape, num_classes: int) -> tuple[FlatMode
 
 def build_setup(config: Config, data_dir: str | None = None) -> Setup:
     """Data, network and model of `config`. Every name, rule and parameter is checked before any
-    data is loaded, and the run's memory before any state is allocated."""
+    data is loaded, and the run's memory before any state is allocated. Large tensors go on huge
+    pages (`fedpdmm.allocator`)."""
+    allocator.use_huge_pages()
     check_names(config)
     network = build_network(config)
     for name in config.algorithms:

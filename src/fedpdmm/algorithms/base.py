@@ -19,7 +19,8 @@ __all__ = [
 
 
 class LocalProblem(NamedTuple):
-    """min_x f_i(x) + <linear_i, x> + (rho_i / 2) ||x - center_i||^2, by SGD from `start`.
+    """min_x f_i(x) + <linear_i, x> + (rho_i / 2) ||x - v_i||^2, by SGD from `start`, where the
+    prox centre v_i = center_scale * center_i (a scale, so that no scaled `[m, d]` copy is made).
 
     All `[m, d]` (one row per node); `center` and `linear` may be None (no such term).
     """
@@ -28,6 +29,14 @@ class LocalProblem(NamedTuple):
     center: torch.Tensor | None
     rho: torch.Tensor | float
     linear: torch.Tensor | None = None
+    center_scale: float = 1.0
+
+    @property
+    def prox_center(self) -> torch.Tensor | None:
+        """The prox centres v `[m, d]` themselves (a new tensor unless the scale is 1)."""
+        if self.center is None or self.center_scale == 1:
+            return self.center
+        return self.center * self.center_scale
 
 
 class RoundState(NamedTuple):

@@ -87,8 +87,8 @@ class PDMMStar(ServerAlgorithm):
         generator: torch.Generator | None = None,
     ) -> tuple[PDMMClients, LocalProblem]:
         z = downlink if self.theta == 1 else torch.lerp(nodes.z, downlink, self.theta)
-        center = torch.div(z, -self.c)
-        return PDMMClients(nodes.x, z), LocalProblem(start=nodes.x, center=center, rho=self.c)
+        problem = LocalProblem(start=nodes.x, center=z, rho=self.c, center_scale=-1 / self.c)
+        return PDMMClients(nodes.x, z), problem
 
     def finish(self, nodes: PDMMClients, trained: torch.Tensor) -> PDMMClients:
         return PDMMClients(trained, nodes.z)
@@ -118,7 +118,7 @@ class PDMMStar(ServerAlgorithm):
     ) -> RoundState:
         server = state.hub
         if bool(accepted.all()) and bool(server.open.all()):  # one pass over [n, d]
-            z = messages.clone() if self.theta == 1 else torch.lerp(server.z, messages, self.theta)
+            z = messages if self.theta == 1 else torch.lerp(server.z, messages, self.theta)
             x, rule_state = self.estimate(z, server, accepted, context)
             return RoundState(PDMMServer(z, x, accepted, rule_state), state.nodes)
         z = server.z.clone()

@@ -164,6 +164,7 @@ def client_round(
         lr=config.local.lr,
         seed=config.seed,
         center=problem.center,
+        center_scale=problem.center_scale,
         rho=problem.rho,
         linear=problem.linear,
     )

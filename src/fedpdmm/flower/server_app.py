@@ -19,7 +19,7 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from fedpdmm import allocator, results
+from fedpdmm import results
 from fedpdmm.errors import ConfigError
 from fedpdmm.flower import records
 from fedpdmm.flower.client import RoundReply, RoundRequest
@@ -188,7 +188,6 @@ def write_round_log(path: Path, rows: list[dict[str, Any]]) -> None:
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Discover the nodes, run every combination of the config, write the run directory."""
-    allocator.keep_freed_memory()
     torch.set_num_threads(1)
     settings = read_run_config(context.run_config)
     check_deployable(settings.config)

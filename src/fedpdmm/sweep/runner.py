@@ -135,9 +135,6 @@ def _clear_failure(root: Path, name: str) -> None:
 def _init_worker() -> None:
     import torch
 
-    from fedpdmm import allocator
-
-    allocator.keep_freed_memory()
     torch.set_num_threads(1)
 
 
