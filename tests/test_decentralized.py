@@ -11,7 +11,9 @@ from quadratics import quadratics as _quadratics
 from fedpdmm import config as config_module
 from fedpdmm import engine, pdmm, topology
 from fedpdmm.algorithms import DSGD, GraphPDMM, RoundState
+from fedpdmm.algorithms.base import CombineContext
 from fedpdmm.attacks import get as get_attack
+from fedpdmm.build import build_algorithm
 from fedpdmm.errors import ConfigError
 from fedpdmm.results import TIMING_COLUMNS
 from fedpdmm.rounds import corrupt
@@ -207,3 +209,22 @@ def test_unknown_topology_parameter_is_an_error() -> None:
     config = digits_config(**{"topology.name": "ring", "topology.p": 0.5})
     with pytest.raises(ConfigError, match=r"topology\.p"):
         build_setup(config)
+
+
+@pytest.mark.parametrize("theta", [1.0, 0.5])
+def test_a_combine_that_reuses_the_state_gives_the_fresh_result(theta: float) -> None:
+    config = digits_config(**{"topology.name": "ring", "pdmm.theta": theta})
+    setup = build_setup(config)
+    algorithm = build_algorithm("pdmm", config, setup.network, setup.data.clients.sizes)
+    state = algorithm.init(setup.x0)
+    gen = torch.Generator().manual_seed(3)
+    models = setup.x0 + 0.1 * torch.randn(setup.network.num_nodes, setup.model.dim, generator=gen)
+    state = state._replace(nodes=state.nodes._replace(z=torch.randn_like(state.nodes.z)))
+    messages = algorithm.encode_nodes(state.nodes, models)
+    accepted = torch.ones(len(messages), dtype=torch.bool)
+    fresh = algorithm.combine(state, messages, accepted)
+    kept_z = state.nodes.z.clone()
+    reused = algorithm.combine(state, messages, accepted, CombineContext(reuse_state=True))
+    torch.testing.assert_close(reused.nodes.z, fresh.nodes.z, rtol=0, atol=0)
+    assert reused.nodes.z.data_ptr() == state.nodes.z.data_ptr()  # written in place
+    assert not torch.equal(fresh.nodes.z, kept_z)

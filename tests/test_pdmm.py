@@ -157,6 +157,24 @@ def test_vectorized_step_equals_the_per_edge_loop(theta: float) -> None:
         torch.testing.assert_close(state.z, naive_z, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("theta", [1.0, 0.5])
+def test_chunked_messages_and_in_place_receive_equal_the_whole_tensor_formulas(
+    theta: float, monkeypatch
+) -> None:
+    graph = topology.build("erdos_renyi", 9, seed=2, p=0.5)
+    edges = topology.edge_index(graph)
+    gen = generator(0, "chunks")
+    z = torch.randn(edges.num_directed_edges, 5, generator=gen, dtype=torch.float64)
+    x = torch.randn(9, 5, generator=gen, dtype=torch.float64)
+    monkeypatch.setattr(pdmm, "MESSAGE_CHUNK_BYTES", 3 * 5 * 8)  # three rows per chunk
+    y = pdmm.messages(z, x, edges, 0.7)
+    expected = z + 2 * 0.7 * edges.sign.double().unsqueeze(1) * x[edges.src]
+    torch.testing.assert_close(y, expected, rtol=0, atol=1e-14)
+    fresh = pdmm.receive(z, y, edges, theta)
+    in_place = pdmm.receive_into(z.clone(), y, edges, theta)
+    torch.testing.assert_close(in_place, fresh, rtol=0, atol=1e-15)
+
+
 def test_building_blocks_on_a_path() -> None:
     # path 0 - 1 - 2; directed edges sorted: 0->1, 1->0, 1->2, 2->1
     edges = topology.edge_index(nx.path_graph(3))

@@ -91,11 +91,26 @@ def weighted_edge_sum(
     return torch.sparse.mm(matrix, rows)
 
 
+MESSAGE_CHUNK_BYTES = 8 * 2**20
+"""`messages` builds this many bytes of rows at a time (their sender rows stay in cache)."""
+
+
 def messages(z: torch.Tensor, x: torch.Tensor, edges: EdgeIndex, c: float) -> torch.Tensor:
-    """Messages y [2E, d]: y[e] = y(src|dst) = z[e] + 2 c sign[e] x[src[e]]."""
-    y = x.index_select(0, edges.src).to(z.dtype)
-    y.mul_((2.0 * c * edges.sign.to(z.dtype)).unsqueeze(1))
-    return y.add_(z)
+    """Messages y [2E, d]: y[e] = y(src|dst) = z[e] + 2 c sign[e] x[src[e]].
+
+    Built in chunks of rows: each chunk's sender rows are gathered into a cache-sized buffer and
+    combined with the duals in one `addcmul` into the output, so `[2E, d]` is written once and
+    `z` read once (a whole-tensor gather, scale and add made four passes)."""
+    y = torch.empty_like(z)
+    scale = (2.0 * c * edges.sign.to(z.dtype)).unsqueeze(1)
+    rows = max(1, MESSAGE_CHUNK_BYTES // max(1, z.shape[1] * z.element_size()))
+    senders, x = torch.empty(0, dtype=z.dtype), x.to(z.dtype)
+    for first in range(0, z.shape[0], rows):
+        last = min(first + rows, z.shape[0])
+        senders.resize_(last - first, z.shape[1])
+        torch.index_select(x, 0, edges.src[first:last], out=senders)
+        torch.addcmul(z[first:last], senders, scale[first:last], out=y[first:last])
+    return y
 
 
 def receive(z: torch.Tensor, y: torch.Tensor, edges: EdgeIndex, theta: float) -> torch.Tensor:
@@ -105,6 +120,22 @@ def receive(z: torch.Tensor, y: torch.Tensor, edges: EdgeIndex, theta: float) ->
     """
     received = y.index_select(0, edges.reverse)
     return received if theta == 1.0 else torch.lerp(z, received, theta)
+
+
+def receive_into(z: torch.Tensor, y: torch.Tensor, edges: EdgeIndex, theta: float) -> torch.Tensor:
+    """`receive` written into `z` itself, `MESSAGE_CHUNK_BYTES` of rows at a time (no `[2E, d]`
+    allocation); `y` must not share memory with `z`. Returns `z`."""
+    rows = max(1, MESSAGE_CHUNK_BYTES // max(1, z.shape[1] * z.element_size()))
+    buffer = torch.empty(0, dtype=z.dtype)
+    for first in range(0, z.shape[0], rows):
+        last = min(first + rows, z.shape[0])
+        index = edges.reverse[first:last]
+        if theta == 1.0:
+            torch.index_select(y, 0, index, out=z[first:last])
+        else:
+            buffer.resize_(last - first, z.shape[1])
+            z[first:last].lerp_(torch.index_select(y, 0, index, out=buffer), theta)
+    return z
 
 
 def step(

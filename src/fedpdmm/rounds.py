@@ -101,7 +101,9 @@ def step(
     server_update = None
     if algorithm.needs_reference and reference is not None:
         server_update = reference(algorithm.models(state)[0], round_index)
-    context = CombineContext(generator(seed, "aggregate", round_index), server_update)
+    context = CombineContext(
+        generator(seed, "aggregate", round_index), server_update, reuse_state=True
+    )
     downlink = algorithm.downlink(state.hub)
     replies = work(algorithm, state, downlink, round_index, evaluate, context)
     accepted = finite_rows(replies.messages)

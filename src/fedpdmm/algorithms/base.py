@@ -48,10 +48,13 @@ class RoundState(NamedTuple):
 
 class CombineContext(NamedTuple):
     """What a receiver's combination may use beyond the messages: `generator` for randomized
-    rules (seeded per round) and `reference` `[d]`, FLTrust's server update."""
+    rules (seeded per round) and `reference` `[d]`, FLTrust's server update. `reuse_state`: the
+    caller hands the state over, so `combine` may write the new state into its buffers instead
+    of allocating (the round step does; a caller that keeps the old state leaves it False)."""
 
     generator: torch.Generator | None = None
     reference: torch.Tensor | None = None
+    reuse_state: bool = False
 
 
 class Algorithm(Protocol):

@@ -114,6 +114,9 @@ class GraphPDMM(GraphAlgorithm):
             z = z.clone()
             rows = reopened.nonzero().flatten()
             z[rows] = -self.c * self.sign(z)[rows] * center[self.edges.src[rows]]
+        if context.reuse_state and z is nodes.z and bool(arrived.all()):
+            received = pdmm.receive_into(z, messages, self.edges, self.theta)
+            return RoundState(None, GraphPDMMState(nodes.x, received, arrived))
         received = pdmm.receive(z, messages, self.edges, self.theta)
         if not bool(arrived.all()):
             received = torch.where(arrived.unsqueeze(1), received, z)
