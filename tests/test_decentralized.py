@@ -228,3 +228,7 @@ def test_a_combine_that_reuses_the_state_gives_the_fresh_result(theta: float) ->
     torch.testing.assert_close(reused.nodes.z, fresh.nodes.z, rtol=0, atol=0)
     assert reused.nodes.z.data_ptr() == state.nodes.z.data_ptr()  # written in place
     assert not torch.equal(fresh.nodes.z, kept_z)
+    assert reused.nodes.spare is messages  # the next round's message buffer
+    again = algorithm.encode_nodes(reused.nodes, models)
+    assert again.data_ptr() == messages.data_ptr()
+    torch.testing.assert_close(again, algorithm.encode_nodes(fresh.nodes, models), rtol=0, atol=0)

@@ -95,13 +95,21 @@ MESSAGE_CHUNK_BYTES = 8 * 2**20
 """`messages` builds this many bytes of rows at a time (their sender rows stay in cache)."""
 
 
-def messages(z: torch.Tensor, x: torch.Tensor, edges: EdgeIndex, c: float) -> torch.Tensor:
+def messages(
+    z: torch.Tensor,
+    x: torch.Tensor,
+    edges: EdgeIndex,
+    c: float,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Messages y [2E, d]: y[e] = y(src|dst) = z[e] + 2 c sign[e] x[src[e]].
 
     Built in chunks of rows: each chunk's sender rows are gathered into a cache-sized buffer and
     combined with the duals in one `addcmul` into the output, so `[2E, d]` is written once and
-    `z` read once (a whole-tensor gather, scale and add made four passes)."""
-    y = torch.empty_like(z)
+    `z` read once (a whole-tensor gather, scale and add made four passes). `out`: a buffer of
+    z's shape and dtype to write into (not sharing memory with `z` or `x`)."""
+    usable = out is not None and out.shape == z.shape and out.dtype == z.dtype
+    y = out if usable else torch.empty_like(z)
     scale = (2.0 * c * edges.sign.to(z.dtype)).unsqueeze(1)
     rows = max(1, MESSAGE_CHUNK_BYTES // max(1, z.shape[1] * z.element_size()))
     senders, x = torch.empty(0, dtype=z.dtype), x.to(z.dtype)

@@ -32,6 +32,9 @@ class GraphPDMMState(NamedTuple):
     x: torch.Tensor  # [n, d] node models
     z: torch.Tensor  # [2E, d] duals, row e = z(src|dst)
     open: torch.Tensor  # [2E] bool: dual rows in their node's combination
+    # [2E, d] the last round's message buffer, handed back by a combine that reused the state:
+    # the next `encode_nodes` writes into it instead of allocating (None: allocate)
+    spare: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -95,8 +98,9 @@ class GraphPDMM(GraphAlgorithm):
         return torch.addcmul(nodes.z, self.sign(nodes.z), row_models, value=2.0 * self.c)
 
     def encode_nodes(self, nodes: GraphPDMMState, models: torch.Tensor) -> torch.Tensor:
-        """`encode` when every node sends its one model `[n, d]` on all its edges."""
-        return pdmm.messages(nodes.z, models, self.edges, self.c)
+        """`encode` when every node sends its one model `[n, d]` on all its edges (into the
+        state's spare buffer when it has one: call it once per round)."""
+        return pdmm.messages(nodes.z, models, self.edges, self.c, out=nodes.spare)
 
     def combine(
         self,
@@ -116,7 +120,8 @@ class GraphPDMM(GraphAlgorithm):
             z[rows] = -self.c * self.sign(z)[rows] * center[self.edges.src[rows]]
         if context.reuse_state and z is nodes.z and bool(arrived.all()):
             received = pdmm.receive_into(z, messages, self.edges, self.theta)
-            return RoundState(None, GraphPDMMState(nodes.x, received, arrived))
+            spare = messages if messages.shape == z.shape and messages.is_contiguous() else None
+            return RoundState(None, GraphPDMMState(nodes.x, received, arrived, spare))
         received = pdmm.receive(z, messages, self.edges, self.theta)
         if not bool(arrived.all()):
             received = torch.where(arrived.unsqueeze(1), received, z)
