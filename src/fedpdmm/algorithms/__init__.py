@@ -9,7 +9,7 @@ splits a round into the pieces a transport runs on different machines; its state
             (K local SGD steps on that problem: `fedpdmm.local.train`)
             finish(nodes, trained)             -> nodes
             encode(nodes, row_models)          -> [m, w] what is sent on each message row
-    receivers: combine(state, messages, accepted, CombineContext(generator, reference, open))
+    receivers: combine(state, messages, accepted, CombineContext(generator, reference, reuse_state))
             models(state)                      -> (global model or None, node models [n, d])
 
 Message rows are one per client with a server and one per directed edge on a graph
