@@ -84,9 +84,10 @@ def run_command(clients: int, rounds: int, algorithms: list[str], data_dir: str)
         process = subprocess.Popen(arguments, env=environment, stdout=subprocess.DEVNULL)
         _, status, usage = os.wait4(process.pid, 0)
         seconds = time.perf_counter() - began
-        process.returncode = os.waitstatus_to_exitcode(status)
-        if process.returncode != 0:
-            raise SystemExit(f"fedpdmm run failed with exit code {process.returncode}")
+        code = os.waitstatus_to_exitcode(status)
+        process.returncode = code  # reaped by wait4: keep Popen from waiting again
+        if code != 0:
+            raise SystemExit(f"fedpdmm run failed with exit code {code}")
         with (out / "metrics.csv").open() as handle:
             rows = list(csv.DictReader(handle))
     last: dict[str, float] = {}

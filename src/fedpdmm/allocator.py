@@ -10,8 +10,8 @@ calls `madvise(MADV_HUGEPAGE)`); then the same `torch.add` took 20 ms, and freed
 goes back to the kernel (no fragmentation: keeping freed blocks in malloc instead cost 0.7 GiB
 of extra peak memory at 1,000 clients). `use_huge_pages` sets the variable unless the user
 has (`THP_MEM_ALLOC_ENABLE=0` turns it off); PyTorch reads it at its first large allocation,
-so the commands call it before loading data. It has no effect where the kernel has no
-transparent huge pages (`/sys/kernel/mm/transparent_hugepage/enabled` is `never`).
+so `fedpdmm.setup.build_setup` calls it before loading data. It has no effect where the kernel
+has no transparent huge pages (`/sys/kernel/mm/transparent_hugepage/enabled` is `never`).
 """
 
 from __future__ import annotations

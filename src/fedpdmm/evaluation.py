@@ -58,10 +58,12 @@ def evaluate_round(
         )
         _, train_loss = evaluate(model, global_model.unsqueeze(0), *data.train_probe(False))
     else:  # the honest nodes whose models are still finite (NaN when none is)
-        every = bool(finite.all())
-        scored_models = honest_models if every else honest_models[finite]
-        test_accuracy = (honest_accuracy if every else honest_accuracy[finite]).mean(0, True)
-        test_loss = (honest_loss if every else honest_loss[finite]).mean(0, keepdim=True)
+        scored_models, scored_accuracy, scored_loss = honest_models, honest_accuracy, honest_loss
+        if not bool(finite.all()):
+            scored_models = honest_models[finite]
+            scored_accuracy, scored_loss = honest_accuracy[finite], honest_loss[finite]
+        test_accuracy = scored_accuracy.mean(0, keepdim=True)
+        test_loss = scored_loss.mean(0, keepdim=True)
         _, train_losses = evaluate(model, scored_models, *data.train_probe(True))
         train_loss = train_losses.mean(0, keepdim=True)
     scored = honest_accuracy[finite]

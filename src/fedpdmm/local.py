@@ -235,9 +235,10 @@ def _gather(
     index = data.sample_index[positions.flatten()]
     if buffer is None:
         rows = torch.index_select(flat_features, 0, index)
-        return rows.view(*positions.shape, *data.features.shape[1:])
-    buffer.resize_(len(index), flat_features.shape[1])
-    return torch.index_select(flat_features, 0, index, out=buffer)
+    else:
+        buffer.resize_(len(index), flat_features.shape[1])
+        rows = torch.index_select(flat_features, 0, index, out=buffer)
+    return rows.view(*positions.shape, *data.features.shape[1:])
 
 
 def train(
@@ -304,11 +305,11 @@ def train(
         chunk_labels = data.labels[chunk_positions]
         whole = chunk_positions.numel() * flat_features.shape[1] <= GATHER_ELEMENTS
         if whole:  # every step's samples in one gather, into one buffer for all chunks
-            gather_buffer = _gather(flat_features, data, chunk_positions, gather_buffer)
-            gathered = gather_buffer.view(*chunk_positions.shape, *data.features.shape[1:])
+            gathered = _gather(flat_features, data, chunk_positions, gather_buffer)
         for step in range(steps):
-            batch_inputs = gathered[:, step] if whole else None
-            if batch_inputs is None:
+            if whole:
+                batch_inputs = gathered[:, step]
+            else:
                 batch_inputs = _gather(flat_features, data, chunk_positions[:, step])
             inputs = batch_inputs.to(params.dtype)
             labels = chunk_labels[:, step]

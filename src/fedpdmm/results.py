@@ -172,7 +172,11 @@ def evaluation_note(setup) -> str:
     num_test = len(data.dataset.y_test)
     scored = num_test if data.node_test_index is None else len(data.node_test_index)
     probe = len(data.train_eval_index if data.node_train_index is None else data.node_train_index)
-    which = "the whole test set" if scored == num_test else "a fixed seeded subsample"
+    which = (
+        f"all {num_test} test images"
+        if scored == num_test
+        else f"a fixed seeded subsample of {scored} of the {num_test} test images"
+    )
     node_columns = "honest_accuracy_*, node_accuracy.csv"
     if setup.network.graph is not None:
         node_columns += " and the test and train columns"
@@ -183,9 +187,9 @@ def evaluation_note(setup) -> str:
         else ""
     )
     return (
-        f"evaluation: {model_scope}every honest node's model ({node_columns}): {which} of "
-        f"{scored} of the {num_test} test images, and {probe} honest training samples, the same "
-        "for every node and round (eval.node_samples); eval_time in metrics.csv: its seconds"
+        f"evaluation: {model_scope}every honest node's model ({node_columns}): {which} and "
+        f"{probe} honest training samples, the same for every node and round "
+        "(eval.node_samples); eval_time in metrics.csv: its seconds"
     )
 
 
