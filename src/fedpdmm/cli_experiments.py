@@ -99,6 +99,13 @@ def sweep(
     workers: Workers = None,
     data_dir: DataDir = None,
     quiet: Quiet = False,
+    recompute: Annotated[
+        bool,
+        typer.Option(
+            help="Compute every combination of every run, even one another run already computed "
+            "(default: computed once, in <out>/.combinations)."
+        ),
+    ] = False,
 ) -> None:
     """Run the cartesian product of the grid axes, one run directory per point; resumable."""
     from fedpdmm import sweep as sweep_module
@@ -114,6 +121,7 @@ def sweep(
             workers=workers,
             data_dir=data_dir,
             progress=lambda status: display(out.name, status),
+            reuse=not recompute,
         )
     _print_failures(outcome.failed)
     console.print(

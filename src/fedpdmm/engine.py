@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from fedpdmm import attacks as attack_library
+from fedpdmm import reuse as reuse_module
 from fedpdmm.algorithms.base import Algorithm, CombineContext, RoundState
 from fedpdmm.attacker import AttackerMemory
 from fedpdmm.build import build_algorithm, build_attack
@@ -261,12 +263,28 @@ def combinations(config: Config) -> list[tuple[str, str, str]]:
 
 
 def run(
-    config: Config, data_dir: str | None = None, progress: ProgressCallback | None = None
+    config: Config,
+    data_dir: str | None = None,
+    progress: ProgressCallback | None = None,
+    reuse: Path | None = None,
 ) -> tuple[Setup, list[CombinationResult]]:
-    """Every combination of `config`, on one shared setup."""
+    """Every combination of `config`, on one shared setup.
+
+    `reuse`: a folder of finished combinations (`fedpdmm.reuse`); those found there are not
+    computed again, and those computed are stored there.
+    """
     setup = build_setup(config, data_dir)
-    results = [
-        run_combination(setup, algorithm, attack, target, progress)
-        for algorithm, attack, target in combinations(config)
-    ]
+    results = []
+    for combination in combinations(config):
+        key = None
+        if reuse is not None:
+            key = reuse_module.combination_key(config, combination, setup.network.setting, data_dir)
+            found = reuse_module.load(reuse, key)
+            if found is not None:
+                results.append(CombinationResult(*combination, *found))
+                continue
+        result = run_combination(setup, *combination, progress)
+        if reuse is not None and key is not None:
+            reuse_module.store(reuse, key, result.rows, result.status)
+        results.append(result)
     return setup, results

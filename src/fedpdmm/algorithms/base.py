@@ -74,6 +74,7 @@ class Algorithm(Protocol):
     name: ClassVar[str]  # the registry name, e.g. "pdmm"
     setting: ClassVar[str]  # "server" or "graph"
     combines_own_row: ClassVar[bool]  # the receiver's own model is one of its rows (gossip)
+    has_echo: ClassVar[bool]  # `echo` is not None: what a Byzantine node remembers matters
     robust: Any
 
     @property
@@ -137,6 +138,7 @@ class ServerAlgorithm:
 
     setting: ClassVar[str] = "server"
     combines_own_row: ClassVar[bool] = False
+    has_echo: ClassVar[bool] = False
     robust: Any = None
 
     @property

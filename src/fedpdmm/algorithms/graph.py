@@ -28,6 +28,7 @@ class GraphAlgorithm:
 
     setting: ClassVar[str] = "graph"
     combines_own_row: ClassVar[bool] = False  # the receiver's own model is one of its rows
+    has_echo: ClassVar[bool] = False  # `echo` is not None (PDMM's duals)
     edges: EdgeIndex
     robust: RobustCombine | None
 

@@ -44,6 +44,7 @@ class GraphPDMM(GraphAlgorithm):
     theta: float
     robust: RobustCombine | None = None
     name: ClassVar[str] = "pdmm"
+    has_echo: ClassVar[bool] = True
 
     @classmethod
     def from_config(cls, config, network, robust, sizes) -> GraphPDMM:

@@ -61,6 +61,7 @@ class PDMMStar(ServerAlgorithm):
     theta: float
     robust: RobustCombine | None = None
     name: ClassVar[str] = "pdmm"
+    has_echo: ClassVar[bool] = True
 
     @classmethod
     def from_config(cls, config, network, robust, sizes) -> PDMMStar:

@@ -274,7 +274,10 @@ def run_experiments(
     preset_dir: Path | None = None,
     progress: Callable[[str, sweep.SweepStatus], None] | None = None,
 ) -> dict[str, sweep.SweepOutcome]:
-    """Plan every experiment first (bad config: error before anything runs), then run each sweep."""
+    """Plan every experiment first (bad config: error before anything runs), then run each sweep.
+
+    The experiments share one folder of finished combinations, `out/.combinations`
+    (`fedpdmm.reuse`): a grid point that two experiments hold is computed once."""
     plans = {e.name: sweep.plan(build_config(e, preset_dir), e.grid, e.seeds) for e in experiments}
     for experiment in experiments:
         root = out / experiment.name
@@ -293,5 +296,6 @@ def run_experiments(
             workers=workers,
             data_dir=data_dir,
             progress=relay,
+            reuse=out / sweep.REUSE_DIR,
         )
     return outcomes

@@ -42,6 +42,7 @@ from fedpdmm.sweep.grid import (
 )
 from fedpdmm.sweep.runner import (
     LOCK_FILE,
+    REUSE_DIR,
     STORAGE_ERRORS,
     SweepOutcome,
     SweepStatus,
@@ -59,6 +60,7 @@ __all__ = [
     "INDEX_FILE",
     "LOCK_FILE",
     "MAX_NAME_LENGTH",
+    "REUSE_DIR",
     "STORAGE_ERRORS",
     "SWEEP_FILE",
     "RunSpec",

@@ -24,6 +24,9 @@ from fedpdmm.store import FAILED_DIR, INDEX_FILE, first_line, is_finished
 from fedpdmm.sweep.grid import RunSpec, SweepPlan, prepare, write_text_atomic
 
 LOCK_FILE = ".sweep.lock"
+REUSE_DIR = ".combinations"
+"""The folder, under a sweep's root, of finished combinations shared by its runs
+(`fedpdmm.reuse`)."""
 STORAGE_ERRORS = tuple(
     os.strerror(code) for code in (28, 30, 122)
 )  # ENOSPC, EROFS, EDQUOT: every later run would fail the same way
@@ -138,13 +141,21 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def execute_run(config_data: dict[str, Any], out: str, data_dir: str | None) -> str | None:
+def execute_run(
+    config_data: dict[str, Any], out: str, data_dir: str | None, reuse: str | None = None
+) -> str | None:
     """Run one grid point into `out`; return None on success, else the one-line error (for an
-    unexpected exception, followed by a blank line and its traceback)."""
+    unexpected exception, followed by a blank line and its traceback). `reuse`: the folder of
+    finished combinations shared with the other runs (`fedpdmm.reuse`), or None."""
     from fedpdmm.experiment import run_experiment
 
     try:
-        run_experiment(config_module.validate(config_data), Path(out), data_dir=data_dir)
+        run_experiment(
+            config_module.validate(config_data),
+            Path(out),
+            data_dir=data_dir,
+            reuse=Path(reuse) if reuse is not None else None,
+        )
     except FedpdmmError as error:
         return str(error).splitlines()[0] if str(error) else type(error).__name__
     except Exception as error:
@@ -153,13 +164,15 @@ def execute_run(config_data: dict[str, Any], out: str, data_dir: str | None) -> 
     return None
 
 
-def _run_in_process(config_data: dict[str, Any], out: str, data_dir: str | None) -> str | None:
+def _run_in_process(
+    config_data: dict[str, Any], out: str, data_dir: str | None, reuse: str | None
+) -> str | None:
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return execute_run(config_data, out, data_dir)
+        return execute_run(config_data, out, data_dir, reuse)
     finally:
         torch.set_num_threads(threads)
 
@@ -177,14 +190,22 @@ def run_sweep(
     data_dir: str | None = None,
     progress: Callable[[SweepStatus], None] | None = None,
     index_every_s: float = 10.0,
+    reuse: Path | bool = True,
 ) -> SweepOutcome:
     """Run every unfinished grid point of `sweep_plan` under `root`; resumable and parallel.
 
     `workers=1` runs in this process (one torch thread); more use a spawn-context process pool,
     one torch thread per worker. A failing run is recorded in `failed/<run>.txt` and the others go
     on; a full or read-only disk stops the sweep with a `FedpdmmError` (finished runs stay intact).
+    `reuse`: True shares finished combinations between the runs through `root/.combinations`
+    (`fedpdmm.reuse`: the same numbers, computed once), a path shares them through that folder,
+    False computes every combination of every run.
     """
     workers = workers or default_workers()
+    if reuse is True:
+        shared: str | None = str(root / REUSE_DIR)
+    else:
+        shared = str(reuse) if reuse else None
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     prepare(root, sweep_plan)
@@ -207,11 +228,11 @@ def run_sweep(
                 tracker.report()
                 began = time.perf_counter()
                 error = _run_in_process(
-                    config_module.to_dict(spec.config), str(root / spec.name), data_dir
+                    config_module.to_dict(spec.config), str(root / spec.name), data_dir, shared
                 )
                 tracker.complete(spec, error, time.perf_counter() - began, 1)
         else:
-            _run_pool(pending, root, workers, data_dir, tracker)
+            _run_pool(pending, root, workers, data_dir, tracker, shared)
         status.running = 0
         write_index(root, sweep_plan)
         tracker.report()
@@ -261,7 +282,12 @@ class _Tracker:
 
 
 def _run_pool(
-    pending: list[RunSpec], root: Path, workers: int, data_dir: str | None, tracker: _Tracker
+    pending: list[RunSpec],
+    root: Path,
+    workers: int,
+    data_dir: str | None,
+    tracker: _Tracker,
+    reuse: str | None,
 ) -> None:
     """Keep at most `workers` runs in flight; a killed worker fails only the runs then in flight."""
     queue = list(reversed(pending))
@@ -279,6 +305,7 @@ def _run_pool(
                         config_module.to_dict(spec.config),
                         str(root / spec.name),
                         data_dir,
+                        reuse,
                     )
                     in_flight[future] = (spec, time.perf_counter())
                 if not in_flight:
