@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 import warnings
@@ -45,6 +46,10 @@ def run(
     threads: Annotated[
         int, typer.Option(min=1, help="Torch threads (1 is fastest for small models).")
     ] = 1,
+    device: Annotated[
+        str | None,
+        typer.Option(help="Where the tensors live: cpu (the default), cuda or cuda:N."),
+    ] = None,
 ) -> None:
     """Train every algorithm x attack of a config on one data split; write metrics, table, plot."""
     import torch
@@ -53,7 +58,8 @@ def run(
     from fedpdmm.experiment import run_experiment
 
     torch.set_num_threads(threads)
-    config = config_module.load(config_path, set_ or [])
+    overrides = [*(set_ or []), *([f"device={json.dumps(device)}"] if device is not None else [])]
+    config = config_module.load(config_path, overrides)
     out = out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     results.check_output_dir(out)
     results.remove_stale_partials(out)

@@ -183,6 +183,7 @@ class Config(_Section):
     seed: Int64 = 0
     rounds: Int64 = Field(50, ge=1)
     eval_every: Int64 = Field(5, ge=1)
+    device: str = "cpu"  # where the tensors live: cpu, cuda, cuda:N (`fedpdmm.devices`)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     algorithms: list[str] = Field(default_factory=list)
     attacks: list[str] = Field(default_factory=lambda: ["none", "sign_flip"])
@@ -210,6 +211,13 @@ class Config(_Section):
             graph = isinstance(topology, dict) and topology.get("name", "server") != "server"
             raw = {**raw, "algorithms": ["pdmm", "dsgd"] if graph else ["pdmm", "fedavg"]}
         return raw
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, name: str) -> str:
+        from fedpdmm.devices import check_name
+
+        return check_name(name)
 
     @field_validator("algorithms", "attacks")
     @classmethod

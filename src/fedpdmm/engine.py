@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from fedpdmm import attacks as attack_library
+from fedpdmm import devices
 from fedpdmm import reuse as reuse_module
 from fedpdmm.algorithms.base import Algorithm, CombineContext, RoundState
 from fedpdmm.attacker import AttackerMemory
@@ -274,6 +275,18 @@ def run(
     computed again, and those computed are stored there.
     """
     setup = build_setup(config, data_dir)
+    with devices.default_device(setup.x0.device):
+        results = _run_all(setup, config, data_dir, progress, reuse)
+    return setup, results
+
+
+def _run_all(
+    setup: Setup,
+    config: Config,
+    data_dir: str | None,
+    progress: ProgressCallback | None,
+    reuse: Path | None,
+) -> list[CombinationResult]:
     results = []
     for combination in combinations(config):
         key = None
@@ -287,4 +300,4 @@ def run(
         if reuse is not None and key is not None:
             reuse_module.store(reuse, key, result.rows, result.status)
         results.append(result)
-    return setup, results
+    return results

@@ -94,14 +94,17 @@ def batch_positions(
 ) -> torch.Tensor:
     """Positions into `data.sample_index` `[m, steps, batch_size]`, uniform with replacement.
 
-    Client k's draws in round t come from `generator(seed, "batches", k, t)` only.
+    Client k's draws in round t come from `generator(seed, "batches", k, t)` only (on the CPU,
+    whatever the device of `data`: the same batches on every device); the positions are returned
+    on the device of `data.sample_index`.
     """
     rows = []
     for client in clients.tolist():
         gen = generator(seed, "batches", client, round_index)
-        draws = torch.randint(int(data.sizes[client]), (steps, batch_size), generator=gen)
-        rows.append(draws + data.offsets[client])
-    return torch.stack(rows)
+        size = int(data.sizes[client])
+        draws = torch.randint(size, (steps, batch_size), generator=gen, device=gen.device)
+        rows.append(draws + int(data.offsets[client]))
+    return torch.stack(rows).to(data.sample_index.device)
 
 
 Mode = Literal["auto", "fused", "vmap", "loop"]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from fedpdmm import allocator, resources
+from fedpdmm import allocator, devices, resources
 from fedpdmm.build import build_algorithm, check_names
 from fedpdmm.config import Config
 from fedpdmm.data import Dataset, label_histogram, load_dataset, partition
@@ -128,10 +128,11 @@ def build_model(config: Config, input_shape, num_classes: int) -> tuple[FlatMode
 
 
 def build_setup(config: Config, data_dir: str | None = None) -> Setup:
-    """Data, network and model of `config`. Every name, rule and parameter is checked before any
-    data is loaded, and the run's memory before any state is allocated. Large tensors go on huge
-    pages (`fedpdmm.allocator`)."""
+    """Data, network and model of `config`, on `config.device` (`fedpdmm.devices.place`). Every
+    name, rule, parameter and the device are checked before any data is loaded, and the run's
+    memory before any state is allocated. Large tensors go on huge pages (`fedpdmm.allocator`)."""
     allocator.use_huge_pages()
+    device = devices.resolve(config.device)
     check_names(config)
     network = build_network(config)
     for name in config.algorithms:
@@ -149,7 +150,7 @@ def build_setup(config: Config, data_dir: str | None = None) -> Setup:
         num_edges=None if network.edges is None else network.edges.num_directed_edges,
     )
     model, x0 = build_model(config, dataset.input_shape, dataset.num_classes)
-    return Setup(config, data, network, model, x0)
+    return devices.place(Setup(config, data, network, model, x0), device)
 
 
 def with_byzantine(setup: Setup, byzantine: torch.Tensor) -> Setup:

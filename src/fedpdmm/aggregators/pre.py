@@ -85,10 +85,11 @@ class Bucketing(PreAggregator):
     def __call__(self, x: Tensor, *, generator: torch.Generator) -> Tensor:
         n, _ = check_matrix(self.name, x)
         self.check(n)
-        order = torch.randperm(n, generator=check_generator(self.name, generator))
-        bucket = torch.arange(n) // self.s
+        generator = check_generator(self.name, generator)
+        order = torch.randperm(n, generator=generator, device=generator.device).to(x.device)
+        bucket = torch.arange(n, device=x.device) // self.s
         sizes = torch.bincount(bucket).double()
-        mixing = torch.zeros(self.output_rows(n), n, dtype=torch.float64)
+        mixing = torch.zeros(self.output_rows(n), n, dtype=torch.float64, device=x.device)
         mixing[bucket, order] = 1.0 / sizes[bucket]
         return mixing.to(x.dtype) @ x
 

@@ -156,7 +156,11 @@ class DnC(Aggregator):
         keep = n - int(self.c * self.f)
         votes = torch.zeros(n, dtype=torch.long)
         for _ in range(self.niters):
-            sub = x if self.b >= d else x[:, torch.randperm(d, generator=generator)[: self.b]]
+            if self.b >= d:
+                sub = x
+            else:
+                picked = torch.randperm(d, generator=generator, device=generator.device)
+                sub = x[:, picked[: self.b].to(x.device)]
             centered = (sub - sub.mean(dim=0)).double()
             # top right singular vector v: centered @ v = s u with (s^2, u) the top eigenpair
             eigenvalues, eigenvectors = small_eigh(centered @ centered.T)

@@ -101,7 +101,7 @@ class Drift(Attack):
     def pattern(self, dim: int) -> Tensor:
         """The fixed sign pattern s `[dim]`."""
         gen = torch.Generator().manual_seed(self.pattern_seed)
-        return torch.where(torch.rand(dim, generator=gen) < 0.5, -1.0, 1.0)
+        return torch.where(torch.rand(dim, generator=gen, device=gen.device) < 0.5, -1.0, 1.0)
 
     def byzantine_rows(
         self, messages: Tensor, byzantine: Tensor, generator: torch.Generator
