@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -352,3 +355,74 @@ def test_flower_local_refuses_bad_configs_before_starting_processes(tmp_path, op
             **options,
         )
     assert not (tmp_path / "run").exists()
+
+
+# -- the launcher from any install ----------------------------------------------------------------
+
+
+def test_every_started_process_finds_this_installations_scripts_first(monkeypatch, tmp_path):
+    from fedpdmm.flower import launcher
+
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    env = launcher.flower_environment(tmp_path)
+    assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
+    assert env["PATH"].split(os.pathsep)[1:] == ["/usr/bin", "/bin"]
+
+
+def _started_under(folder: Path) -> list[int]:
+    """Processes whose FLWR_HOME lies under `folder` (started by a launcher using it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(v.startswith(b"FLWR_HOME=" + str(folder).encode()) for v in environ):
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(os.name != "posix", reason="process groups are POSIX")
+def test_flower_local_runs_by_absolute_path_with_no_environment_activated(tmp_path):
+    script = Path(sys.executable).with_name("fedpdmm")
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "TMPDIR": str(temporary),
+        "FEDPDMM_DATA": os.environ.get("FEDPDMM_DATA", ""),
+    }
+    out = tmp_path / "run"
+    command = [str(script), "flower", "local", "--nodes", "2", "--out", str(out)]
+    for item in ("rounds=1", "attacks=['none']", "algorithms=['pdmm']", "local.steps=2"):
+        command += ["--set", item]
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert read_metrics(out / "metrics.csv")[-1]["round"] == 1
+    deadline = time.monotonic() + 10
+    while _started_under(temporary) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _started_under(temporary), "processes left running"
+    assert not list(temporary.iterdir()), "the launcher's working folder was not removed"
+
+
+def test_a_failing_superlink_keeps_the_logs_and_quotes_them(monkeypatch, tmp_path):
+    from fedpdmm.errors import FedpdmmError
+    from fedpdmm.flower import launcher
+
+    fake = tmp_path / "flower-superlink"
+    fake.write_text("#!/bin/sh\necho 'starting'\necho 'error: cannot bind 127.0.0.1' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(launcher, "flower_tool", lambda name: str(fake))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(FedpdmmError) as failure, LocalFederation(1):
+        pass
+    message = str(failure.value)
+    assert "exited with code 3" in message and "cannot bind 127.0.0.1" in message
+    assert len(message.splitlines()) == 1
+    kept = [path for path in tmp_path.iterdir() if path.name.startswith("fedpdmm-flower-")]
+    assert len(kept) == 1 and str(kept[0]) in message
+    assert "cannot bind" in (kept[0] / "superlink.log").read_text()

@@ -6,8 +6,11 @@
 
 Everything runs in insecure mode on free loopback ports, with a private FLWR_HOME, telemetry and
 update checks off and runtime dependency installation disabled (the app runs in this Python
-environment). SuperNodes start `flwr-clientapp` children that outlive them when they are stopped,
-so each process is started in its own process group and the whole group is killed.
+environment, whose scripts folder is put first on every process's PATH, so the launcher works
+from an absolute path with no environment activated). When something fails, the working folder
+with every process's log is kept and the one-line error quotes the failing log's last lines.
+SuperNodes start `flwr-clientapp` children that outlive them when they are stopped, so each
+process is started in its own process group and the whole group is killed.
 """
 
 from __future__ import annotations
@@ -75,9 +78,20 @@ def write_app(folder: Path) -> Path:
     return folder
 
 
+def scripts_dir() -> Path:
+    """The folder of this Python's console scripts (a virtual environment's `bin`)."""
+    return Path(sys.executable).parent
+
+
 def flower_environment(home: Path) -> dict[str, str]:
+    """The environment of every process the launcher starts: this Python's scripts first on
+    PATH (the SuperLink starts `flower-superexec` and SuperNodes `flwr-clientapp` by name, so
+    they must resolve to this installation even when it is not activated), a private FLWR_HOME,
+    telemetry and update checks off."""
     env = dict(os.environ)
+    path = [str(scripts_dir()), *(p for p in env.get("PATH", "").split(os.pathsep) if p)]
     env.update(
+        PATH=os.pathsep.join(dict.fromkeys(path)),
         FLWR_HOME=str(home),
         FLWR_TELEMETRY_ENABLED="0",
         FLWR_DISABLE_UPDATE_CHECK="1",
@@ -89,8 +103,19 @@ def flower_environment(home: Path) -> dict[str, str]:
 
 def flower_tool(name: str) -> str:
     """The path of a Flower console script installed beside this Python."""
-    candidate = Path(sys.executable).parent / name
+    candidate = scripts_dir() / name
     return str(candidate) if candidate.exists() else name
+
+
+def log_tail(path: Path, lines: int = 3) -> str:
+    """The last non-blank `lines` of a log, joined by " | " (box-drawing frames stripped)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    kept = [line.strip(" │╭╰─┃┏┗━") for line in text.splitlines()]
+    kept = [line for line in kept if line]
+    return " | ".join(kept[-lines:]) if kept else "(empty log)"
 
 
 class LocalFederation:
@@ -185,14 +210,18 @@ class LocalFederation:
         while time.monotonic() < deadline:
             superlink = self.processes["superlink"]
             if superlink.poll() is not None:
+                log = self.workdir / "superlink.log"
                 raise FedpdmmError(
-                    f"flower-superlink exited with code {superlink.returncode}; see "
-                    f"{self.workdir / 'superlink.log'}"
+                    f"flower-superlink exited with code {superlink.returncode}: "
+                    f"{log_tail(log)} (logs kept in {self.workdir})"
                 )
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
                 return
             time.sleep(0.1)
-        raise FedpdmmError(f"flower-superlink did not open port {port} within {timeout:g} s")
+        raise FedpdmmError(
+            f"flower-superlink did not open port {port} within {timeout:g} s: "
+            f"{log_tail(self.workdir / 'superlink.log')} (logs kept in {self.workdir})"
+        )
 
     def start_run(
         self,
@@ -248,19 +277,26 @@ class LocalFederation:
         try:
             process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise FedpdmmError(f"the Flower run did not finish within {timeout:g} s") from None
+            raise FedpdmmError(
+                f"the Flower run did not finish within {timeout:g} s: {log_tail(self.run_log)} "
+                f"(logs kept in {self.workdir})"
+            ) from None
         if not (Path(out) / "metrics.csv").exists():
-            lines = self.run_log.read_text(errors="replace").splitlines()
-            said = " | ".join(line.strip(" │╭╰─") for line in lines[-8:] if line.strip(" │╭╰─"))
-            raise FedpdmmError(f"the Flower run wrote no results to {out}; flwr run said: {said}")
+            raise FedpdmmError(
+                f"the Flower run wrote no results to {out}; flwr run said: "
+                f"{log_tail(self.run_log, 6)} (logs kept in {self.workdir})"
+            )
         return Path(out)
 
     def run(self, config: Config, out: Path, *, timeout: float | None = None, **options) -> Path:
         """`flwr run` the app on this federation and wait; returns the run directory `out`."""
         return self.finish_run(self.start_run(config, out, **options), out, timeout)
 
-    def stop(self) -> None:
-        """Stop every process started here and their process groups (children included)."""
+    def stop(self, keep_logs: bool = False) -> None:
+        """Stop every process started here and their process groups (children included).
+
+        The working folder (every process's log) is removed if the launcher made it, unless
+        `keep_logs`: after a failure it stays, and the error names it."""
         for process in reversed(list(self.processes.values())):
             _kill_group(process, signal.SIGTERM)
         for process in self.processes.values():
@@ -271,18 +307,19 @@ class LocalFederation:
                 process.wait(timeout=10)
             _kill_group(process, signal.SIGKILL)  # children that outlived their parent
         self.processes.clear()
-        if self._tempdir is not None:
+        if self._tempdir is not None and not keep_logs:
             self._tempdir.cleanup()
 
     def __enter__(self) -> LocalFederation:
         try:
             return self.start()
-        except BaseException:
-            self.stop()
+        except BaseException as error:
+            self.stop(keep_logs=not isinstance(error, KeyboardInterrupt))
             raise
 
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        failed = exc_type is not None and not issubclass(exc_type, KeyboardInterrupt)
+        self.stop(keep_logs=failed)
 
 
 def _kill_group(process: subprocess.Popen, sig: int) -> None:
