@@ -114,3 +114,26 @@ def test_has_echo_says_whether_an_algorithm_keeps_an_echo(setting: str) -> None:
         assert implementation.has_echo == (echo is not None), name
         assert reuse.state_matters(name, "sign_flip", setting) == implementation.has_echo
         assert not reuse.state_matters(name, "none", setting)
+
+
+def test_a_claimed_combination_is_left_to_its_holder(tmp_path: Path) -> None:
+    with reuse.claim(tmp_path, "k") as mine:
+        assert mine
+        with reuse.claim(tmp_path, "k") as other:
+            assert not other
+    with reuse.claim(tmp_path, "k", wait=True) as mine:
+        assert mine
+
+
+def test_runs_in_flight_together_compute_a_shared_combination_once(tmp_path: Path) -> None:
+    plan = sweep.plan(config.load(None, SERVER), {"attack.state": ["honest", "received"]})
+    outcome = sweep.run_sweep(plan, tmp_path / "sweep", workers=2)
+    assert not outcome.failed
+    with (tmp_path / "sweep" / sweep.INDEX_FILE).open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    timings: dict[tuple, set[str]] = {}
+    for row in rows:
+        if row["attack"] == "none" or row["algorithm"] == "fedavg":
+            point = (row["algorithm"], row["attack"], row["target"], row["round"])
+            timings.setdefault(point, set()).add(row["wall_time"])
+    assert timings and all(len(seen) == 1 for seen in timings.values()), timings

@@ -320,3 +320,55 @@ def test_index_has_grid_columns_then_run_then_metrics(tmp_path: Path) -> None:
     assert lrs == {"local.lr=0.01": "0.01", "local.lr=0.05": "0.05"}
     # 2 algorithms x (none + sign_flip) x rounds 0..2
     assert len(rows) == 2 * 2 * 2 * 3
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat[1]) == pid and stat[0] != "Z" and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _running(pids: list[int]) -> list[int]:
+    alive = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.append(pid)
+    return alive
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["term", "kill"])
+def test_stopping_the_sweep_stops_its_workers(tmp_path: Path, sig: int) -> None:
+    script = Path(sys.executable).with_name("fedpdmm")
+    root = tmp_path / "sweep"
+    base = tmp_path / "base.toml"
+    base.write_text("rounds = 400\n")
+    command = [str(script), "sweep", str(base), "--out", str(root), "--workers", "2", "--quiet"]
+    command += ["--grid", "local.lr=0.01,0.02,0.03,0.04"]
+    process = subprocess.Popen(command, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    workers: list[int] = []
+    while len(workers) < 2 and time.monotonic() < deadline:
+        workers = _children(process.pid)
+        time.sleep(0.1)
+    assert len(workers) == 2, "the workers never started"
+    time.sleep(3)  # into their first runs
+    os.kill(process.pid, sig)
+    process.wait(timeout=60)
+    deadline = time.monotonic() + 20
+    while _running(workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _running(workers), "workers left running"

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from fedpdmm import config as config_module
+from fedpdmm import interrupts
 from fedpdmm.errors import FedpdmmError
 
 console = Console(stderr=True)
@@ -113,7 +114,7 @@ def sweep(
     out = _named_directory(out)
     base = config_module.load(config_path, set_ or [])
     plan = sweep_module.plan(base, sweep_module.parse_grid(grid or []), seeds)
-    with _progress(quiet) as progress:
+    with interrupts.sigterm_as_interrupt(), _progress(quiet) as progress:
         display = _Display(progress)
         outcome = sweep_module.run_sweep(
             plan,
@@ -176,7 +177,7 @@ def reproduce(
     else:
         experiments = reproduce_module.robust_experiments(quick)
     experiments = reproduce_module.select(experiments, only or [])
-    with _progress(quiet) as progress:
+    with interrupts.sigterm_as_interrupt(), _progress(quiet) as progress:
         outcomes = reproduce_module.run_experiments(
             experiments, out, workers=workers, data_dir=data_dir, progress=_Display(progress)
         )

@@ -287,17 +287,36 @@ def _run_all(
     progress: ProgressCallback | None,
     reuse: Path | None,
 ) -> list[CombinationResult]:
-    results = []
-    for combination in combinations(config):
-        key = None
-        if reuse is not None:
-            key = reuse_module.combination_key(config, combination, setup.network.setting, data_dir)
-            found = reuse_module.load(reuse, key)
-            if found is not None:
-                results.append(CombinationResult(*combination, *found))
-                continue
+    """Every combination of `config` in order; with `reuse`, each found there is loaded, each
+    claimed by another run is left for last (and then loaded once that run has stored it), and
+    the others are computed and stored."""
+    triples = combinations(config)
+    if reuse is None:
+        return [run_combination(setup, *combination, progress) for combination in triples]
+    setting = setup.network.setting
+    keys = {c: reuse_module.combination_key(config, c, setting, data_dir) for c in triples}
+    done: dict[tuple[str, str, str], CombinationResult] = {}
+
+    def load_or_compute(combination: tuple[str, str, str]) -> CombinationResult:
+        found = reuse_module.load(reuse, keys[combination])
+        if found is not None:
+            return CombinationResult(*combination, *found)
         result = run_combination(setup, *combination, progress)
-        if reuse is not None and key is not None:
-            reuse_module.store(reuse, key, result.rows, result.status)
-        results.append(result)
-    return results
+        reuse_module.store(reuse, keys[combination], result.rows, result.status)
+        return result
+
+    deferred = []
+    for combination in triples:
+        found = reuse_module.load(reuse, keys[combination])
+        if found is not None:
+            done[combination] = CombinationResult(*combination, *found)
+            continue
+        with reuse_module.claim(reuse, keys[combination]) as mine:
+            if mine:
+                done[combination] = load_or_compute(combination)
+            else:
+                deferred.append(combination)
+    for combination in deferred:
+        with reuse_module.claim(reuse, keys[combination], wait=True):
+            done[combination] = load_or_compute(combination)
+    return [done[combination] for combination in triples]

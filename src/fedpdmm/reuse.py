@@ -13,15 +13,23 @@ only when the configs agree on every other key. A run looks each of its combinat
 folder of finished ones and stores the ones it computes. A reused combination has the stored
 rows: the same numbers as computing it again (tested), and the `wall_time` and `eval_time` of
 the run that computed it.
+
+Runs in flight at the same time claim a combination before computing it (`claim`, a lock on
+`<key>.lock` that the system releases if the process dies): a run that finds a combination
+claimed computes its other combinations first and then waits for that one, so no combination
+is computed twice and no worker waits while it has other work.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import pickle
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +96,20 @@ def store(folder: Path, key: str, rows: list[dict[str, Any]], status: str) -> No
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def claim(folder: Path, key: str, wait: bool = False) -> Iterator[bool]:
+    """Hold the claim on `key` while the block runs: yields True when this process holds it,
+    False when another process does (only without `wait`; with it, block until it is free)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / f"{key}.lock").open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

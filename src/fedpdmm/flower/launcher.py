@@ -22,13 +22,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 from fedpdmm.config import Config
 from fedpdmm.errors import ConfigError, FedpdmmError
 from fedpdmm.flower.settings import check_deployable, run_config_for
+from fedpdmm.interrupts import sigterm_as_interrupt
 from fedpdmm.setup import build_setup
 
 FEDERATION = "local-deploy"
@@ -358,24 +358,7 @@ def run_local(
     byzantine = build_setup(config, data_dir).network.byzantine
     roles = frozenset(byzantine.nonzero().flatten().tolist())
     with (
-        _sigterm_as_interrupt(),
+        sigterm_as_interrupt(),
         LocalFederation(nodes, workdir, roles, data_dir, simulation) as fed,
     ):
         return fed.run(config, out, round_timeout=round_timeout)
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """Turn SIGTERM into KeyboardInterrupt, so that `stop()` runs when the launcher is killed."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

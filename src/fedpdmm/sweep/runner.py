@@ -138,6 +138,9 @@ def _clear_failure(root: Path, name: str) -> None:
 def _init_worker() -> None:
     import torch
 
+    from fedpdmm.interrupts import die_with_parent
+
+    die_with_parent()
     torch.set_num_threads(1)
 
 
@@ -322,5 +325,16 @@ def _run_pool(
                         error = "the worker process died (killed or out of memory)"
                     tracker.status.running = len(in_flight)
                     tracker.complete(spec, error, time.perf_counter() - began, workers)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop the runs in flight now
+            _kill_workers(pool)
+            raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _kill_workers(pool: futures.ProcessPoolExecutor) -> None:
+    """SIGKILL the pool's worker processes (their unfinished runs are partial directories that
+    the next run of the sweep removes)."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        with contextlib.suppress(OSError):
+            process.kill()
