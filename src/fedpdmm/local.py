@@ -163,19 +163,25 @@ _relu_backward = torch.ops.aten.threshold_backward.default
 
 
 def fused_gradients(
-    layers: tuple[LinearLayer, ...], rows: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor
+    layers: tuple[LinearLayer, ...],
+    rows: torch.Tensor,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    views: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per layer l: (input activations a_{l-1} `[m, B, in]`, delta_l `[m, B, out]`).
 
     A hand-written backward of the mean cross-entropy of the Linear/ReLU stack `layers`, batched
     over the models `rows` `[m, d]` with inputs `[m, B, ...]` and labels `[m, B]`:
     delta_L = softmax(z_L) - onehot(y), delta_l = (delta_{l+1} W_{l+1}) * [a_l > 0], and then
-    grad W_l = delta_l^T a_{l-1} / B, grad b_l = sum_B delta_l / B.
+    grad W_l = delta_l^T a_{l-1} / B, grad b_l = sum_B delta_l / B. `views`: the layers'
+    (weight, bias) views of `rows` when the caller has them already.
     """
+    if views is None:
+        views = [layer.views(rows) for layer in layers]
     activation = inputs.reshape(inputs.shape[0], inputs.shape[1], -1)
     activations = []
-    for index, layer in enumerate(layers):
-        weight, bias = layer.views(rows)
+    for index, (weight, bias) in enumerate(views):
         activations.append(activation)
         activation = torch.baddbmm(bias.unsqueeze(1), activation, weight.transpose(1, 2))
         if index < len(layers) - 1:
@@ -186,8 +192,7 @@ def fused_gradients(
     for index in range(len(layers) - 1, -1, -1):
         pairs.append((activations[index], delta))
         if index > 0:
-            weight, _ = layers[index].views(rows)
-            delta = _relu_backward(torch.bmm(delta, weight), activations[index], 0)
+            delta = _relu_backward(torch.bmm(delta, views[index][0]), activations[index], 0)
     return pairs[::-1]
 
 
@@ -304,6 +309,7 @@ def train(
             anchor = center[first : first + chunk]
             if center_scale != 1:
                 anchor = anchor * center_scale
+        views = [layer.views(rows) for layer in layers] if layers is not None else None
         chunk_positions = positions[first : first + chunk]  # [c, K, B]
         chunk_labels = data.labels[chunk_positions]
         whole = chunk_positions.numel() * flat_features.shape[1] <= GATHER_ELEMENTS
@@ -316,8 +322,8 @@ def train(
                 batch_inputs = _gather(flat_features, data, chunk_positions[:, step])
             inputs = batch_inputs.to(params.dtype)
             labels = chunk_labels[:, step]
-            if layers is not None:
-                pairs = fused_gradients(layers, rows, inputs, labels)
+            if views is not None:
+                pairs = fused_gradients(layers, rows, inputs, labels, views)
             elif mode == "loop":
                 singles = loss_grad(model.unflatten(rows[0]), inputs[0], labels[0])
                 grads = {name: value.unsqueeze(0) for name, value in singles.items()}
@@ -327,9 +333,8 @@ def train(
                 rows.lerp_(anchor, pull)
             if linear is not None:
                 rows.sub_(linear[first : first + chunk], alpha=lr)
-            if layers is not None:
-                for layer, (activation, delta) in zip(layers, pairs, strict=True):
-                    weight, bias = layer.views(rows)
+            if views is not None:
+                for (weight, bias), (activation, delta) in zip(views, pairs, strict=True):
                     weight.baddbmm_(delta.transpose(1, 2), activation, alpha=-lr / batch_size)
                     bias.add_(delta.sum(dim=1), alpha=-lr / batch_size)
             else:
