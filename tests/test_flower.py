@@ -385,7 +385,9 @@ def _started_under(folder: Path) -> list[int]:
 
 
 @pytest.mark.skipif(os.name != "posix", reason="process groups are POSIX")
-def test_flower_local_runs_by_absolute_path_with_no_environment_activated(tmp_path):
+def test_secure_flower_local_runs_by_absolute_path_with_no_environment_activated(tmp_path):
+    """TLS and SuperNode authentication, the CLI called by its path with a bare PATH: the same
+    numbers as the engine (and so as an insecure federation), and nothing left behind."""
     script = Path(sys.executable).with_name("fedpdmm")
     temporary = tmp_path / "tmp"
     temporary.mkdir()
@@ -396,12 +398,16 @@ def test_flower_local_runs_by_absolute_path_with_no_environment_activated(tmp_pa
         "FEDPDMM_DATA": os.environ.get("FEDPDMM_DATA", ""),
     }
     out = tmp_path / "run"
-    command = [str(script), "flower", "local", "--nodes", "2", "--out", str(out)]
-    for item in ("rounds=1", "attacks=['none']", "algorithms=['pdmm']", "local.steps=2"):
+    command = [str(script), "flower", "local", "--secure", "--nodes", "2", "--out", str(out)]
+    overrides = ["rounds=1", "attacks=['none']", "algorithms=['pdmm']", "local.steps=2"]
+    for item in overrides:
         command += ["--set", item]
     finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stderr[-3000:]
-    assert read_metrics(out / "metrics.csv")[-1]["round"] == 1
+    rows = read_metrics(out / "metrics.csv")
+    assert rows[-1]["round"] == 1
+    _, reference = engine.run(config_module.load(None, [*overrides, "data.num_clients=2"]))
+    assert_rows_match([r for o in reference for r in o.rows], rows, FLOAT_TOLERANCE)
     deadline = time.monotonic() + 10
     while _started_under(temporary) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -426,3 +432,43 @@ def test_a_failing_superlink_keeps_the_logs_and_quotes_them(monkeypatch, tmp_pat
     kept = [path for path in tmp_path.iterdir() if path.name.startswith("fedpdmm-flower-")]
     assert len(kept) == 1 and str(kept[0]) in message
     assert "cannot bind" in (kept[0] / "superlink.log").read_text()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="process groups are POSIX")
+def test_unregistered_and_untrusting_supernodes_are_kept_out_of_a_secure_federation(tmp_path):
+    from fedpdmm.flower.credentials import write_node_key
+
+    config = config_module.validate(
+        {
+            **DEPLOY,
+            "rounds": 2,
+            "attacks": ["none"],
+            "algorithms": ["pdmm"],
+            "data": {"name": "digits", "num_clients": 4},
+        }
+    )
+    federation = LocalFederation(2, tmp_path / "federation", secure=True)
+    try:
+        federation.start()
+        impostor = federation.start_node(
+            2, key=write_node_key(tmp_path / "unregistered"), name="impostor"
+        )
+        registered = write_node_key(tmp_path / "registered")  # a valid key, but no CA
+        federation.register(registered.with_name("registered.pub"))
+        federation.start_node(3, key=registered, root_certificates=False, name="no-ca")
+        out = federation.run(
+            config, tmp_path / "run", round_timeout=60, discovery_timeout=20, timeout=400
+        )
+        assert impostor.wait(timeout=60) != 0
+        impostor_log = (federation.workdir / "impostor.log").read_text(errors="replace")
+        no_ca_log = (federation.workdir / "no-ca.log").read_text(errors="replace")
+        run_log = federation.run_log.read_text(errors="replace")
+    finally:
+        federation.stop()
+    assert "Failed to activate SuperNode" in impostor_log
+    assert "Connection attempt failed" in no_ca_log and "SuperNode ID" not in no_ca_log
+    assert "no SuperNode serves partition(s) [2, 3]" in run_log
+    rows = read_metrics(out / "metrics.csv")
+    assert rows[-1]["round"] == 2
+    assert all(row["active_clients"] == 2 for row in rows if row["round"] > 0)
+    assert rows[-1]["missing_replies"] == 2 * 2  # two partitions, two rounds

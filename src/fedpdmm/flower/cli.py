@@ -42,6 +42,14 @@ def local(
     simulation: Annotated[
         bool, typer.Option("--simulation", help="Flower's simulation engine (Ray) instead.")
     ] = False,
+    secure: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help="TLS and SuperNode authentication with throw-away credentials "
+            "(a CA, the SuperLink's certificate, one key pair per SuperNode).",
+        ),
+    ] = False,
 ) -> None:
     """Start a SuperLink and N SuperNodes on 127.0.0.1, run the config, write the run directory.
 
@@ -60,6 +68,10 @@ def local(
             f"Flower is not installed ({error.name}); "
             "install it with: pip install 'fedpdmm[flower]'"
         ) from None
+    if secure and simulation:
+        raise FedpdmmError(
+            "--secure secures SuperNode processes, and --simulation runs none; drop one of them"
+        )
     overrides = [*(set_ or [])]
     if not any(item.strip().startswith("data.num_clients") for item in overrides):
         overrides.append(f"data.num_clients={nodes}")
@@ -74,5 +86,6 @@ def local(
         data_dir=data_dir,
         round_timeout=round_timeout,
         simulation=simulation,
+        secure=secure,
     )
     typer.echo(f"results in {out}/ (summary.md, metrics.csv, accuracy.png, flower_rounds.csv)")

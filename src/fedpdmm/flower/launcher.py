@@ -4,7 +4,8 @@
         federation.run(config, out=Path("runs/x"))              # flwr run ... --stream
     # every process started here (and every child they spawned) is stopped on exit
 
-Everything runs in insecure mode on free loopback ports, with a private FLWR_HOME, telemetry and
+Everything runs on free loopback ports, in insecure mode or (`secure=True`) with TLS and
+SuperNode authentication on throw-away credentials, with a private FLWR_HOME, telemetry and
 update checks off and runtime dependency installation disabled (the app runs in this Python
 environment, whose scripts folder is put first on every process's PATH, so the launcher works
 from an absolute path with no environment activated). When something fails, the working folder
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from fedpdmm.config import Config
 from fedpdmm.errors import ConfigError, FedpdmmError
+from fedpdmm.flower.credentials import Credentials, make_credentials
 from fedpdmm.flower.settings import check_deployable, run_config_for
 from fedpdmm.interrupts import sigterm_as_interrupt
 from fedpdmm.setup import build_setup
@@ -128,6 +130,7 @@ class LocalFederation:
         byzantine: frozenset[int] = frozenset(),
         data_dir: str | None = None,
         simulation: bool = False,
+        secure: bool = False,
     ) -> None:
         if nodes < 1:
             raise FedpdmmError(f"--nodes must be at least 1, got {nodes}")
@@ -140,6 +143,8 @@ class LocalFederation:
         self.env = flower_environment(self.home)
         self.port = free_port()
         self.simulation = simulation
+        self.secure = secure and not simulation
+        self.credentials: Credentials | None = None
         self.processes: dict[str, subprocess.Popen] = {}
 
     def _start(self, name: str, command: list[str]) -> subprocess.Popen:
@@ -153,15 +158,29 @@ class LocalFederation:
 
     def start(self) -> LocalFederation:
         self.home.mkdir(parents=True, exist_ok=True)
+        if self.secure:
+            self.credentials = make_credentials(self.workdir / "credentials", self.nodes)
+            security = f'root-certificates = "{self.credentials.ca_certificate}"\n'
+            link_security = [
+                "--ssl-ca-certfile",
+                str(self.credentials.ca_certificate),
+                "--ssl-certfile",
+                str(self.credentials.server_certificate),
+                "--ssl-keyfile",
+                str(self.credentials.server_key),
+                "--enable-supernode-auth",
+            ]
+        else:
+            security, link_security = "insecure = true\n", ["--insecure"]
         (self.home / "config.toml").write_text(
             f'[superlink]\ndefault = "{FEDERATION}"\n\n[superlink.{FEDERATION}]\n'
-            f'address = "127.0.0.1:{self.port}"\ninsecure = true\n'
+            f'address = "127.0.0.1:{self.port}"\n{security}'
         )
         self._start(
             "superlink",
             [
                 flower_tool("flower-superlink"),
-                "--insecure",
+                *link_security,
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -171,10 +190,26 @@ class LocalFederation:
             ],
         )
         self.wait_for_port(self.port, 60)
+        if self.credentials is not None:
+            for partition in range(self.nodes):
+                self.register(self.credentials.public_key(partition))
         if not self.simulation:
             for partition in range(self.nodes):
                 self.start_node(partition)
         return self
+
+    def register(self, public_key: Path) -> None:
+        """Register a SuperNode's public key with the SuperLink (`flwr supernode register`)."""
+        command = [flower_tool("flwr"), "supernode", "register", str(public_key), FEDERATION]
+        done = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=60)
+        log = self.workdir / "register.log"
+        with log.open("a") as handle:
+            handle.write(done.stdout + done.stderr)
+        if done.returncode != 0:
+            raise FedpdmmError(
+                f"flwr supernode register {public_key.name} failed (exit {done.returncode}): "
+                f"{log_tail(log)} (logs kept in {self.workdir})"
+            )
 
     def node_config(self, partition: int) -> str:
         role = "true" if partition in self.byzantine else "false"
@@ -183,13 +218,32 @@ class LocalFederation:
             config += f' data-dir="{Path(self.data_dir).absolute()}"'
         return config
 
-    def start_node(self, partition: int) -> subprocess.Popen:
-        """Start (or restart) the SuperNode serving `partition`."""
+    def start_node(
+        self,
+        partition: int,
+        *,
+        key: Path | None = None,
+        root_certificates: bool = True,
+        name: str | None = None,
+    ) -> subprocess.Popen:
+        """Start (or restart) the SuperNode serving `partition`.
+
+        In a secure federation it authenticates with its registered key (or `key`) and trusts
+        the federation's CA (unless `root_certificates` is False: then it checks the SuperLink
+        against the system's CAs, and fails). `name` names its log (default
+        `supernode-<partition>`)."""
+        if self.credentials is None:
+            security = ["--insecure"]
+        else:
+            key = key or self.credentials.node_keys[partition]
+            security = ["--auth-supernode-private-key", str(key)]
+            if root_certificates:
+                security += ["--root-certificates", str(self.credentials.ca_certificate)]
         return self._start(
-            f"supernode-{partition}",
+            name or f"supernode-{partition}",
             [
                 flower_tool("flower-supernode"),
-                "--insecure",
+                *security,
                 "--superlink",
                 f"127.0.0.1:{self.port}",
                 "--host",
@@ -342,12 +396,15 @@ def run_local(
     round_timeout: float = 60.0,
     workdir: Path | None = None,
     simulation: bool = False,
+    secure: bool = False,
 ) -> Path:
     """`fedpdmm flower local`: a local federation of `nodes` SuperNodes runs `config` once.
 
     The Byzantine partitions are the engine's for this config and seed, so the numbers are those
     of `fedpdmm run`. `simulation=True` runs the same app on Flower's simulation engine (Ray)
-    with `nodes` virtual SuperNodes instead of SuperNode processes.
+    with `nodes` virtual SuperNodes instead of SuperNode processes. `secure=True` runs the
+    federation with TLS and SuperNode authentication on throw-away credentials
+    (`fedpdmm.flower.credentials`).
     """
     check_deployable(config)
     if config.data.num_clients != nodes:
@@ -359,6 +416,6 @@ def run_local(
     roles = frozenset(byzantine.nonzero().flatten().tolist())
     with (
         sigterm_as_interrupt(),
-        LocalFederation(nodes, workdir, roles, data_dir, simulation) as fed,
+        LocalFederation(nodes, workdir, roles, data_dir, simulation, secure) as fed,
     ):
         return fed.run(config, out, round_timeout=round_timeout)

@@ -100,22 +100,33 @@ class GridTransport:
             self.byzantine.setdefault(partition, bool(fields["byzantine"]))
 
     def discover(self) -> torch.Tensor:
-        """Wait until every partition has a node; return the reported Byzantine mask `[n]`."""
+        """Wait until every partition has a node, or `discovery_timeout` seconds; return the
+        reported Byzantine mask `[n]`.
+
+        Partitions still without a node then are left out: they get no message and count as
+        missing replies every round, like a node that dropped out, until a node serving them
+        connects (`exchange` asks every new node). No node at all is an error."""
         n = self.settings.config.data.num_clients
         deadline = time.monotonic() + self.settings.discovery_timeout
         while len(self.node_of) < n:
             if time.monotonic() > deadline:
                 missing = sorted(set(range(n)) - set(self.node_of))
-                raise ConfigError(
-                    f"after {self.settings.discovery_timeout:g} s no SuperNode serves partition(s) "
-                    f"{missing} of data.num_clients={n}; start one per partition with "
-                    "--node-config 'partition-id=K' or raise discovery-timeout"
+                if not self.node_of:
+                    raise ConfigError(
+                        f"after {self.settings.discovery_timeout:g} s no SuperNode serves any "
+                        f"partition of data.num_clients={n}; start one per partition with "
+                        "--node-config 'partition-id=K' or raise discovery-timeout"
+                    )
+                print(
+                    f"fedpdmm: after {self.settings.discovery_timeout:g} s no SuperNode serves "
+                    f"partition(s) {missing}; going on without them (counted as missing)"
                 )
+                break
             self._query_new_nodes()
             self._pull_queries(strict=True)
             time.sleep(POLL_SECONDS)
         self.rejoined.clear()
-        return torch.tensor([self.byzantine[k] for k in range(n)])
+        return torch.tensor([self.byzantine.get(k, False) for k in range(n)])
 
     def exchange(
         self, requests: dict[int, RoundRequest], wait_for: set[int], timeout: float
