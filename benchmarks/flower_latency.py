@@ -2,8 +2,12 @@
 
     python benchmarks/flower_latency.py --nodes 4 16 --rounds 4
 
-For each federation size: start a SuperLink and N SuperNodes on 127.0.0.1, run PDMM (digits,
+For each federation size, and each SuperNode mode in the same run (`cold`: Flower's own
+`flower-supernode`, a fresh `flwr-clientapp` process per message; `warm`: the launcher's default,
+ClientApp tasks forked from a SuperExec that imported torch and fedpdmm once, with short polling,
+`fedpdmm.flower.warm`): start a SuperLink and N SuperNodes on 127.0.0.1, run PDMM (digits,
 MLP, 10 local steps, evaluation only at the end) and read the ServerApp's `flower_rounds.csv`.
+`speed-up` is the cold round over the warm round at the same size.
 Columns (medians over rounds 2..R; round 1 includes first-message costs):
 
     round       wall time of a round at the server
@@ -29,7 +33,7 @@ from fedpdmm import config as config_module
 from fedpdmm.flower.launcher import LocalFederation
 
 
-def measure(nodes: int, rounds: int, steps: int, keep: Path | None) -> dict[str, float]:
+def measure(nodes: int, rounds: int, steps: int, keep: Path | None, warm: bool) -> dict:
     config = config_module.validate(
         {
             "rounds": rounds,
@@ -41,9 +45,10 @@ def measure(nodes: int, rounds: int, steps: int, keep: Path | None) -> dict[str,
         }
     )
     with tempfile.TemporaryDirectory(prefix="fedpdmm-bench-") as scratch:
-        folder = keep / f"nodes-{nodes}" if keep else Path(scratch)
+        mode = "warm" if warm else "cold"
+        folder = keep / f"nodes-{nodes}-{mode}" if keep else Path(scratch)
         began = time.perf_counter()
-        with LocalFederation(nodes, Path(folder) / "federation") as federation:
+        with LocalFederation(nodes, Path(folder) / "federation", warm=warm) as federation:
             started = time.perf_counter() - began
             out = Path(folder) / "run"
             federation.run(config, out, round_timeout=600, discovery_timeout=900, timeout=3600)
@@ -61,6 +66,7 @@ def measure(nodes: int, rounds: int, steps: int, keep: Path | None) -> dict[str,
     overhead = max(client - compute, 0.0) + server_seconds
     flower = exchange - client - imports
     return {
+        "mode": "warm" if warm else "cold",
         "nodes": nodes,
         "startup": started,
         "round": exchange + server_seconds,
@@ -80,21 +86,26 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--keep", type=Path, help="keep logs and run directories here")
+    parser.add_argument("--modes", nargs="+", choices=["cold", "warm"], default=["cold", "warm"])
     args = parser.parse_args()
     print(
-        "| nodes | start-up (s) | round (s) | Flower (s) | import torch+fedpdmm (s) "
-        "| client handler (s) | of which train (s) | server (s) | fedpdmm overhead (s) "
-        "| overhead / Flower |"
+        "| nodes | mode | start-up (s) | round (s) | speed-up | Flower (s) "
+        "| import torch+fedpdmm (s) | client handler (s) | of which train (s) | server (s) "
+        "| fedpdmm overhead (s) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for nodes in args.nodes:
-        m = measure(nodes, args.rounds, args.steps, args.keep)
-        print(
-            f"| {m['nodes']} | {m['startup']:.1f} | {m['round']:.2f} | {m['flower']:.2f} "
-            f"| {m['import']:.2f} | {m['client']:.3f} | {m['train']:.3f} | {m['server']:.3f} "
-            f"| {m['overhead']:.3f} | {100 * m['overhead_share']:.1f} % |",
-            flush=True,
-        )
+        cold = None
+        for mode in args.modes:
+            m = measure(nodes, args.rounds, args.steps, args.keep, warm=mode == "warm")
+            cold = m["round"] if mode == "cold" else cold
+            speedup = f"{cold / m['round']:.1f}x" if cold and mode == "warm" else ""
+            print(
+                f"| {m['nodes']} | {mode} | {m['startup']:.1f} | {m['round']:.2f} | {speedup} "
+                f"| {m['flower']:.2f} | {m['import']:.2f} | {m['client']:.3f} "
+                f"| {m['train']:.3f} | {m['server']:.3f} | {m['overhead']:.3f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

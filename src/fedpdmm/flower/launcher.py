@@ -121,7 +121,12 @@ def log_tail(path: Path, lines: int = 3) -> str:
 
 
 class LocalFederation:
-    """A SuperLink and `nodes` SuperNodes on 127.0.0.1; a context manager that stops them all."""
+    """A SuperLink and `nodes` SuperNodes on 127.0.0.1; a context manager that stops them all.
+
+    `warm` (the default): each SuperNode runs its ClientApp tasks in processes forked from a
+    SuperExec that imported torch and fedpdmm once, and polls with short waits
+    (`fedpdmm.flower.warm`); False: Flower's own `flower-supernode`, which starts a fresh
+    `flwr-clientapp` process for every message. `secure`: TLS and SuperNode authentication."""
 
     def __init__(
         self,
@@ -131,6 +136,7 @@ class LocalFederation:
         data_dir: str | None = None,
         simulation: bool = False,
         secure: bool = False,
+        warm: bool = True,
     ) -> None:
         if nodes < 1:
             raise FedpdmmError(f"--nodes must be at least 1, got {nodes}")
@@ -144,6 +150,7 @@ class LocalFederation:
         self.port = free_port()
         self.simulation = simulation
         self.secure = secure and not simulation
+        self.warm = warm
         self.credentials: Credentials | None = None
         self.processes: dict[str, subprocess.Popen] = {}
 
@@ -239,25 +246,42 @@ class LocalFederation:
             security = ["--auth-supernode-private-key", str(key)]
             if root_certificates:
                 security += ["--root-certificates", str(self.credentials.ca_certificate)]
-        return self._start(
-            name or f"supernode-{partition}",
+        name = name or f"supernode-{partition}"
+        runtime_port = free_port()
+        arguments = [
+            *security,
+            "--superlink",
+            f"127.0.0.1:{self.port}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(runtime_port),
+            "--node-config",
+            self.node_config(partition),
+        ]
+        if not self.warm:
+            return self._start(name, [flower_tool("flower-supernode"), *arguments])
+        warm = [sys.executable, "-m", "fedpdmm.flower.warm"]
+        node = self._start(name, [*warm, "supernode", *arguments, "--isolation", "process"])
+        self._start(
+            f"{name}-superexec",
             [
-                flower_tool("flower-supernode"),
-                *security,
-                "--superlink",
-                f"127.0.0.1:{self.port}",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(free_port()),
-                "--node-config",
-                self.node_config(partition),
+                *warm,
+                "superexec",
+                "--insecure",
+                "--runtime-api-address",
+                f"127.0.0.1:{runtime_port}",
+                "--parent-pid",
+                str(node.pid),
             ],
         )
+        return node
 
     def kill_node(self, partition: int) -> None:
         """SIGKILL the SuperNode of `partition` and its children (a crash, not a shutdown)."""
         _kill_group(self.processes.pop(f"supernode-{partition}"), signal.SIGKILL)
+        if f"supernode-{partition}-superexec" in self.processes:
+            _kill_group(self.processes.pop(f"supernode-{partition}-superexec"), signal.SIGKILL)
 
     def wait_for_port(self, port: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
