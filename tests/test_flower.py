@@ -94,6 +94,24 @@ def test_protocol_equals_engine_bit_for_bit(tmp_path):
         assert all(row["missing_replies"] == 0 for row in got.rows)
 
 
+def test_an_unreliable_network_is_drawn_once_for_both_runtimes(tmp_path):
+    """Loss, participation and partial stragglers go through the same round step on Flower: the
+    loopback federation gives the engine's numbers, lost and active counts included."""
+    config = small_config(
+        rounds=3,
+        algorithms=["pdmm", "fedavg", "scaffold"],
+        network={"loss": 0.3, "participation": 0.7, "stragglers": 0.3},
+        attack={"num_byzantine": 1, "target": "update", "state": "received"},
+    )
+    _, reference = engine.run(config)
+    _, outcomes = run_loopback(settings_of(config, tmp_path))
+    for want, got in zip(reference, outcomes, strict=True):
+        assert_rows_match(want.rows, got.rows, tolerance=0.0)
+        for key in ("lost_messages", "active_nodes"):
+            assert [row[key] for row in got.rows] == [row[key] for row in want.rows]
+    assert reference[0].rows[-1]["lost_messages"] > 0
+
+
 def test_robust_rules_on_the_server_equal_engine(tmp_path):
     config = small_config(
         rounds=2, algorithms=["fedavg+median", "pdmm+trimmed_mean"], attacks=["sign_flip"]

@@ -41,7 +41,7 @@ class QuadraticWork(LocalWork):
     q: torch.Tensor | None = None
     a: torch.Tensor | None = None
 
-    def train(self, algorithm, nodes, downlink, round_index: int):
+    def train(self, algorithm, nodes, downlink, round_index: int, conditions=None):
         nodes, problem = algorithm.receive(nodes, downlink)
         center = (
             torch.zeros_like(problem.start) if problem.prox_center is None else problem.prox_center

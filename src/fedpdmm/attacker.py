@@ -41,6 +41,7 @@ class AttackerMemory:
 
     shadow: torch.Tensor | None = None  # [k, w] receivers' duals as honest messages build them
     history: deque = field(default_factory=deque)  # [k, w] own rows of the last rounds
+    pending_honest: torch.Tensor | None = None  # [k, w] honest versions of delayed rows
 
     def echo_correction(
         self, algorithm: Algorithm, state: RoundState, rows: torch.Tensor
@@ -74,11 +75,35 @@ class AttackerMemory:
         incoming = reverse[rows.nonzero().flatten()]
         return messages.index_add_(0, incoming, correction.to(messages.dtype))
 
-    def remember(self, algorithm: Algorithm, honest_rows: torch.Tensor) -> None:
-        """Absorb this round's honest Byzantine messages `[k, w]` into the shadow, as the
-        receivers would."""
-        if self.shadow is not None:
-            self.shadow = torch.lerp(self.shadow, honest_rows, algorithm.echo_relaxation)
+    def remember(
+        self,
+        algorithm: Algorithm,
+        honest_rows: torch.Tensor,
+        rows: torch.Tensor | None = None,
+        conditions=None,
+        senders: torch.Tensor | None = None,
+    ) -> None:
+        """Absorb this round's honest Byzantine messages `[k, w]` (Byzantine rows `rows` `[m]`)
+        into the shadow, as the receivers would. Over an unreliable network (`conditions`,
+        `fedpdmm.channel`) only the rows that arrive are absorbed; a delayed row is absorbed
+        in the round it arrives, with the honest message it was built from. The attacker
+        knows which of its messages arrived (as a sender with acknowledgements would)."""
+        if self.shadow is None:
+            return
+        theta = algorithm.echo_relaxation
+        if conditions is None:
+            self.shadow = torch.lerp(self.shadow, honest_rows, theta)
+            return
+        own = senders[rows]
+        arrived = conditions.arrived[rows]
+        delivered = honest_rows
+        busy = conditions.busy[own]
+        if self.pending_honest is not None and bool(busy.any()):
+            delivered = torch.where(busy.unsqueeze(1), self.pending_honest, honest_rows)
+        withheld = conditions.withheld[own]
+        self.pending_honest = honest_rows.clone() if bool(withheld.any()) else None
+        relaxed = torch.lerp(self.shadow, delivered, theta)
+        self.shadow = torch.where(arrived.unsqueeze(1), relaxed, self.shadow)
 
     def keep_history(self, space_rows: torch.Tensor, rows: torch.Tensor, depth: int) -> None:
         """Keep the Byzantine rows `[k, w]` of this round (for attacks that replay `depth` rounds

@@ -148,10 +148,11 @@ def report(
 class Reproduction(StrEnum):
     paper = "paper"
     robust = "robust"
+    network = "network"
 
 
 def reproduce(
-    which: Annotated[Reproduction, typer.Argument(help="paper | robust")],
+    which: Annotated[Reproduction, typer.Argument(help="paper | robust | network")],
     quick: Annotated[
         bool, typer.Option("--quick", help="Fewer rounds and seeds (minutes, not hours).")
     ] = False,
@@ -166,7 +167,8 @@ def reproduce(
     data_dir: DataDir = None,
     quiet: Quiet = False,
 ) -> None:
-    """Run the paper's experiment grid (or the robust comparison) and write its report."""
+    """Run the paper's experiment grid (or the robust comparison, or the unreliable-network
+    sweep) and write its report."""
     from fedpdmm import reproduce as reproduce_module
 
     name = which.value
@@ -174,6 +176,8 @@ def reproduce(
     out = default if out is None else _named_directory(out)
     if name == "paper":
         experiments = reproduce_module.paper_experiments(quick)
+    elif name == "network":
+        experiments = reproduce_module.network_experiments(quick)
     else:
         experiments = reproduce_module.robust_experiments(quick)
     experiments = reproduce_module.select(experiments, only or [])
@@ -186,6 +190,9 @@ def reproduce(
     if name == "paper":
         written, claims = reproduce_module.write_paper_report(experiments, out, quick=quick)
         _print_claims(claims)
+    elif name == "network":
+        written, tables = reproduce_module.write_network_report(experiments, out)
+        _print_network(tables)
     else:
         written = reproduce_module.write_robust_report(experiments, out)
     failed = sum(len(o.failed) for o in outcomes.values())
@@ -203,6 +210,18 @@ def _print_claims(rows: list[list[str]]) -> None:
     for row in rows[1:]:
         table.add_row(*row)
     Console().print(table)
+
+
+def _print_network(tables: list[tuple[str, list[list[str]]]]) -> None:
+    from fedpdmm.reproduce.network import SUMMARY_HEADER
+
+    for title, rows in tables:
+        table = Table(title=title)
+        for column in SUMMARY_HEADER:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*row)
+        Console().print(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -160,6 +160,23 @@ class EvalConfig(_Section):
         return value
 
 
+class NetworkConfig(_Section):
+    """An unreliable network (`fedpdmm.channel`): message `loss` probability, per-round
+    `participation` probability of each node, and a fraction of `stragglers` per round that run
+    `straggler_work` of their K local steps (`"partial"`) or whose messages arrive a round late
+    (`"delay"`). The defaults are a reliable network."""
+
+    loss: float = Field(0.0, ge=0, le=1)
+    participation: float = Field(1.0, gt=0, le=1)
+    stragglers: float = Field(0.0, ge=0, le=1)
+    straggler_mode: Literal["partial", "delay"] = "partial"
+    straggler_work: float = Field(0.5, gt=0, lt=1)
+
+    @property
+    def reliable(self) -> bool:
+        return self.loss == 0 and self.participation == 1 and self.stragglers == 0
+
+
 class TopologyConfig(BaseModel):
     """`name = "server"`: a server and n clients. Any graph name (`fedpdmm list topologies`):
     peer-to-peer among the n clients; further keys are the graph's parameters (`p`, `radius`)."""
@@ -197,6 +214,7 @@ class Config(_Section):
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     attack: AttackConfig = Field(default_factory=AttackConfig)
     topology: TopologyConfig = Field(default_factory=TopologyConfig)
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
 
     @property
     def decentralized(self) -> bool:

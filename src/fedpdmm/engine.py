@@ -18,9 +18,10 @@ import torch
 from fedpdmm import attacks as attack_library
 from fedpdmm import devices
 from fedpdmm import reuse as reuse_module
-from fedpdmm.algorithms.base import Algorithm, CombineContext, RoundState
+from fedpdmm.algorithms.base import Algorithm, CombineContext, LocalProblem, RoundState
 from fedpdmm.attacker import AttackerMemory
 from fedpdmm.build import build_algorithm, build_attack
+from fedpdmm.channel import Channel, RoundConditions
 from fedpdmm.config import Config
 from fedpdmm.evaluation import evaluate_round, is_broken
 from fedpdmm.local import ClientData, train
@@ -60,16 +61,24 @@ class CombinationResult:
     status: str = "ok"
 
 
-def local_training(setup: Setup, problem, data: ClientData, round_index: int) -> torch.Tensor:
-    """K local SGD steps of every node on its local problem."""
+def local_training(
+    setup: Setup,
+    problem,
+    data: ClientData,
+    round_index: int,
+    clients: torch.Tensor | None = None,
+    steps: int | None = None,
+) -> torch.Tensor:
+    """K local SGD steps (or `steps`) of every node, or of the nodes `clients` (the problem's
+    rows are then those nodes' rows), on its local problem."""
     config = setup.config
     return train(
         setup.model,
         problem.start,
         data,
-        torch.arange(config.data.num_clients),
+        torch.arange(config.data.num_clients) if clients is None else clients,
         round_index,
-        steps=config.local.steps,
+        steps=config.local.steps if steps is None else steps,
         batch_size=config.local.batch_size,
         lr=config.local.lr,
         seed=config.seed,
@@ -100,7 +109,14 @@ class LocalWork:
         return state
 
     def __call__(
-        self, algorithm, state, downlink, round_index: int, evaluate: bool, context: CombineContext
+        self,
+        algorithm,
+        state,
+        downlink,
+        round_index: int,
+        evaluate: bool,
+        context: CombineContext,
+        conditions: RoundConditions | None = None,
     ) -> Replies:
         config, network = self.setup.config, self.setup.network
         rows = network.byzantine_rows(self.byzantine)
@@ -108,12 +124,14 @@ class LocalWork:
         echo = self.memory.echo_correction(algorithm, state, rows) if honest_state else None
         if echo is not None and network.edges is None:
             downlink = self.memory.correct_downlink(downlink, rows, echo)
-        nodes, start, trained = self.train(algorithm, state.nodes, downlink, round_index)
+        nodes, start, trained = self.train(
+            algorithm, state.nodes, downlink, round_index, conditions
+        )
         struck = self.send(
             algorithm, state._replace(nodes=nodes), start, trained, round_index, context
         )
         if honest_state:
-            self.memory.remember(algorithm, struck.honest_rows)
+            self.memory.remember(algorithm, struck.honest_rows, rows, conditions, network.senders)
         messages = struck.messages
         if echo is not None and network.edges is not None:
             colluding = (rows & self.byzantine.index_select(0, network.edges.dst))[rows]
@@ -121,15 +139,30 @@ class LocalWork:
                 messages[rows.nonzero().flatten()[colluding]] = struck.honest_rows[colluding]
             messages = self.memory.correct_incoming(messages, rows, echo, network.edges.reverse)
         self.memory.keep_history(struck.space_rows, rows, self.attack.history)
-        samples = config.data.num_clients * config.local.steps * config.local.batch_size
-        return Replies(nodes, messages, None, samples)
+        if conditions is None:
+            steps = config.data.num_clients * config.local.steps
+        else:
+            steps = int(conditions.steps[conditions.working].sum())
+        return Replies(nodes, messages, None, steps * config.local.batch_size)
 
-    def train(self, algorithm, nodes, downlink, round_index: int):
-        """(nodes, start, trained): every node's local problem, K SGD steps on it, `finish`."""
+    def train(self, algorithm, nodes, downlink, round_index: int, conditions=None):
+        """(nodes, start, trained): every node's local problem, K SGD steps on it, `finish`.
+        With `conditions`, only the working nodes train (each its `steps`); the others keep
+        their state (their `trained` row is their start)."""
         gen = generator(self.setup.config.seed, "aggregate", round_index)
-        nodes, problem = algorithm.receive(nodes, downlink, generator=gen)
-        trained = local_training(self.setup, problem, self.data, round_index)
-        return algorithm.finish(nodes, trained), problem.start, trained
+        received, problem = algorithm.receive(nodes, downlink, generator=gen)
+        if conditions is None:
+            trained = local_training(self.setup, problem, self.data, round_index)
+            return algorithm.finish(received, trained), problem.start, trained
+        trained = problem.start.clone(memory_format=torch.contiguous_format)
+        for count in conditions.steps[conditions.working].unique().tolist():
+            clients = (conditions.working & (conditions.steps == count)).nonzero().flatten()
+            subset = rows_of(problem, clients)
+            trained[clients] = local_training(
+                self.setup, subset, self.data, round_index, clients, int(count)
+            )
+        finished = algorithm.finish(received, trained, steps=conditions.steps)
+        return keep_rows(nodes, finished, conditions.working), problem.start, trained
 
     def send(
         self, algorithm, state, start, trained, round_index: int, context: CombineContext
@@ -155,6 +188,37 @@ class LocalWork:
 
     def counters(self) -> dict[str, int]:
         return {}
+
+
+def rows_of(problem: LocalProblem, clients: torch.Tensor) -> LocalProblem:
+    """The local problems of `clients` only (the rows of every `[m, ...]` field)."""
+
+    def pick(value):
+        if isinstance(value, torch.Tensor) and value.dim() > 0:
+            return value.index_select(0, clients)
+        return value
+
+    return LocalProblem(
+        pick(problem.start),
+        pick(problem.center),
+        pick(problem.rho),
+        pick(problem.linear),
+        problem.center_scale,
+    )
+
+
+def keep_rows(before: Any, after: Any, working: torch.Tensor) -> Any:
+    """`after` with the rows of the nodes that did not work (`~working` `[n]`) as in `before`:
+    every field of the node state with one row per node that the round replaced."""
+    fields = {}
+    for name, old in before._asdict().items():
+        new = getattr(after, name)
+        per_node = isinstance(new, torch.Tensor) and new.dim() > 0
+        if per_node and new is not old and new.shape[0] == working.shape[0]:
+            mask = working.view(-1, *([1] * (new.dim() - 1)))
+            new = torch.where(mask, new, old.to(new.dtype))
+        fields[name] = new
+    return type(after)(**fields)
 
 
 def message_rows(network) -> MessageRows:
@@ -227,6 +291,7 @@ def run_work(
     config = setup.config
     byzantine = attacked_nodes(setup, attack_name)
     shown = Target(target) if attack_name != NO_ATTACK else Target.NONE
+    channel = Channel.from_config(config, setup.network)
     rows, status = run_rounds(
         algorithm,
         work,
@@ -243,6 +308,7 @@ def run_work(
             "target": str(shown),
             "num_byzantine": int(byzantine.sum()),
         },
+        channel=channel,
     )
     return CombinationResult(algorithm_name, attack_name, target, rows, status)
 

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple, Protocol
 import torch
 
 from fedpdmm.algorithms.base import Algorithm, CombineContext, RoundState, finite_rows
+from fedpdmm.channel import Channel, RoundConditions
 from fedpdmm.seeding import generator
 from fedpdmm.strike import MessageRows, Struck, corrupt, per_receiver, strike
 from fedpdmm.targets import NO_ATTACK, Target
@@ -68,9 +69,12 @@ class NodeWork(Protocol):
         round_index: int,
         evaluate: bool,
         context: CombineContext,
+        conditions: RoundConditions | None = None,
     ) -> Replies:
         """Every node's receive, training, finish and message; `state` is the round's start,
-        `context` what the receivers' combination will use (attacks may search against it)."""
+        `context` what the receivers' combination will use (attacks may search against it).
+        `conditions` (None: every node works K steps and every message arrives): only the
+        working nodes train (their `steps`), the others keep their state."""
         ...
 
     def counters(self) -> dict[str, int]:
@@ -85,6 +89,8 @@ Reference = Callable[[torch.Tensor, int], torch.Tensor]
 class RoundRecord(NamedTuple):
     dropped: int  # messages not accepted this round
     samples: int  # local training samples this round
+    lost: int = 0  # messages the network lost this round
+    active: int | None = None  # nodes that worked or delivered this round (None: all)
 
 
 def step(
@@ -96,8 +102,14 @@ def step(
     seed: int,
     reference: Reference | None = None,
     evaluate: bool = False,
+    channel: Channel | None = None,
 ) -> tuple[RoundState, RoundRecord]:
-    """One round: downlink, the nodes' work, acceptance, the receivers' combination."""
+    """One round: downlink, the nodes' work, delivery over `channel` (None: a reliable
+    network), acceptance, the receivers' combination.
+
+    A row that did not arrive (lost, or its sender offline) is passed to `combine` as
+    `context.lost`: the receiver keeps what it had for it. A row that arrived but is not
+    finite (or, over a transport, malformed or missing) is rejected: it closes its edge."""
     server_update = None
     if algorithm.needs_reference and reference is not None:
         server_update = reference(algorithm.models(state)[0], round_index)
@@ -105,14 +117,31 @@ def step(
         generator(seed, "aggregate", round_index), server_update, reuse_state=True
     )
     downlink = algorithm.downlink(state.hub)
-    replies = work(algorithm, state, downlink, round_index, evaluate, context)
-    accepted = finite_rows(replies.messages)
+    conditions = None if channel is None else channel.draw(round_index)
+    replies = work(algorithm, state, downlink, round_index, evaluate, context, conditions)
+    messages = replies.messages
+    if conditions is not None:
+        messages = channel.deliver(messages, conditions)
+    accepted = finite_rows(messages)
     if replies.delivered is not None:
         accepted &= replies.delivered
-    state = algorithm.combine(
-        RoundState(state.hub, replies.nodes), replies.messages, accepted, context
-    )
-    return state, RoundRecord(int((~accepted).sum()), replies.samples)
+    lost, active = 0, None
+    if conditions is not None:
+        accepted &= conditions.arrived
+        context = context._replace(lost=~conditions.arrived)
+        lost, active = conditions.lost, int(conditions.online.sum())
+    state = algorithm.combine(RoundState(state.hub, replies.nodes), messages, accepted, context)
+    return state, RoundRecord(int((~accepted).sum()), replies.samples, lost, active)
+
+
+def network_columns(
+    channel: Channel | None, lost: int, active: int | None, round_index: int
+) -> dict[str, int]:
+    """`lost_messages` (cumulative) and `active_nodes` (this round) over an unreliable channel."""
+    if channel is None:
+        return {}
+    nodes = channel.num_nodes if round_index == 0 or active is None else active
+    return {"lost_messages": lost, "active_nodes": nodes}
 
 
 @dataclass(frozen=True)
@@ -139,16 +168,19 @@ def run_rounds(
     progress: ProgressCallback | None = None,
     label: str = "",
     columns: dict[str, Any] | None = None,
+    channel: Channel | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
     """The round loop: evaluate at round 0, every `eval_every` rounds and at the last round, and
     stop when the run breaks (`broken`) or its loss is not finite. Returns (metric rows, status).
 
     Each row is `evaluate(state)` plus `columns`, the round, the cumulative samples and dropped
     messages, the transport's counters, the seconds since the start (`wall_time`) and the
-    seconds this evaluation took (`eval_time`).
+    seconds this evaluation took (`eval_time`). Over an unreliable `channel` rows also hold the
+    cumulative `lost_messages` and the nodes that took part in the row's round (`active_nodes`).
     """
     rows: list[dict[str, Any]] = []
-    totals = {"samples": 0, "dropped": 0}
+    totals = {"samples": 0, "dropped": 0, "lost": 0}
+    active = {"nodes": None}
     began = time.perf_counter()
 
     def record(round_index: int) -> bool:
@@ -161,6 +193,7 @@ def run_rounds(
             samples=totals["samples"],
             dropped_messages=totals["dropped"],
             **work.counters(),
+            **network_columns(channel, totals["lost"], active["nodes"], round_index),
             wall_time=time.perf_counter() - began,
         )
         rows.append(row)
@@ -178,9 +211,12 @@ def run_rounds(
             seed=schedule.seed,
             reference=reference,
             evaluate=due,
+            channel=channel,
         )
         totals["samples"] += outcome.samples
         totals["dropped"] += outcome.dropped
+        totals["lost"] += outcome.lost
+        active["nodes"] = outcome.active
         stop = broken(state)
         if due or stop:
             finite = record(round_index)

@@ -25,7 +25,9 @@ class RuleContext(NamedTuple):
     update), `generator` (randomized rules and pre-aggregations), `clients` [n] (ids of the
     senders, for per-client state), `state` (the memory of a stateful rule) and `dropped` (rows
     of this combination already left out because their messages were rejected: they used up
-    part of the Byzantine budget, so every f is lowered by this count)."""
+    part of the Byzantine budget, so every f is lowered by this count) and `absent` (rows that
+    did not arrive over an unreliable network: not evidence of a Byzantine sender, so f is kept,
+    lowered only as far as the remaining rows require)."""
 
     center: Tensor | None = None
     reference: Tensor | None = None
@@ -33,6 +35,7 @@ class RuleContext(NamedTuple):
     clients: Tensor | None = None
     state: Any = None
     dropped: int = 0
+    absent: int = 0
 
 
 class Aggregator:

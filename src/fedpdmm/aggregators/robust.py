@@ -76,6 +76,8 @@ def aggregate(
         if rule.stateful:
             clients = finite.nonzero()[:, 0] if context.clients is None else context.clients[finite]
             context = context._replace(clients=clients)
+    if context.absent:
+        rule, pre = fit_to_rows(rule, pre, kept)
     check_pipeline(rule, pre, n=kept)
     for step in pre:
         x, _ = step.apply(x, context)
@@ -85,6 +87,29 @@ def aggregate(
         _finite_point(rule, "reference", context.reference)
     value, state = rule.apply(x, context)
     return AggregateResult(value, state, dropped)
+
+
+def _budgets(rule: Aggregator, pre: Sequence[PreAggregator]) -> list[int]:
+    return [getattr(step, "f", 0) for step in (*pre, rule)]
+
+
+def fit_to_rows(
+    rule: Aggregator, pre: Sequence[PreAggregator], rows: int
+) -> tuple[Aggregator, list[PreAggregator]]:
+    """`rule` and `pre` with every f lowered one at a time until they can run on `rows` rows
+    (unchanged if they already can; rows missing from an unreliable network are not known to be
+    Byzantine, so f is lowered no further than that)."""
+    pre = list(pre)
+    while True:
+        try:
+            check_pipeline(rule, pre, n=rows)
+            return rule, pre
+        except ConfigError:
+            before = _budgets(rule, pre)
+            rule = rule.with_fewer_byzantine(1)
+            pre = [step.with_fewer_byzantine(1) for step in pre]
+            if _budgets(rule, pre) == before:
+                raise
 
 
 def _as_steps(rule: object, pre: object) -> list[PreAggregator]:

@@ -15,6 +15,8 @@ __all__ = [
     "RoundState",
     "ServerAlgorithm",
     "finite_rows",
+    "kept_open",
+    "missing_rows",
 ]
 
 
@@ -50,11 +52,33 @@ class CombineContext(NamedTuple):
     """What a receiver's combination may use beyond the messages: `generator` for randomized
     rules (seeded per round) and `reference` `[d]`, FLTrust's server update. `reuse_state`: the
     caller hands the state over, so `combine` may write the new state into its buffers instead
-    of allocating (the round step does; a caller that keeps the old state leaves it False)."""
+    of allocating (the round step does; a caller that keeps the old state leaves it False).
+    `lost` `[m]` bool: rows that did not arrive over an unreliable network (`fedpdmm.channel`);
+    they are not accepted, but unlike a rejected row they do not close their edge: the
+    receiver keeps what it had for them (None: every row that is not accepted was rejected)."""
 
     generator: torch.Generator | None = None
     reference: torch.Tensor | None = None
     reuse_state: bool = False
+    lost: torch.Tensor | None = None
+
+
+def missing_rows(accepted: torch.Tensor, context: CombineContext) -> tuple[int, int]:
+    """(rejected, absent): the rows not accepted that arrived (rejected: they lower a robust
+    rule's f) and those that did not arrive over an unreliable network (absent)."""
+    missing = int((~accepted).sum())
+    if context.lost is None:
+        return missing, 0
+    absent = int((~accepted & context.lost).sum())
+    return missing - absent, absent
+
+
+def kept_open(open_rows: torch.Tensor, accepted: torch.Tensor, context: CombineContext):
+    """`[m]` the rows a receiver combines after this round: the accepted ones, and the open ones
+    whose messages did not arrive (a lost message keeps its edge; a rejected one closes it)."""
+    if context.lost is None:
+        return accepted
+    return accepted | (open_rows & context.lost)
 
 
 class Algorithm(Protocol):
@@ -94,7 +118,10 @@ class Algorithm(Protocol):
         generator: torch.Generator | None = None,
     ) -> tuple[Any, LocalProblem]: ...
 
-    def finish(self, nodes: Any, trained: torch.Tensor) -> Any: ...
+    def finish(self, nodes: Any, trained: torch.Tensor, steps: torch.Tensor | None = None) -> Any:
+        """The nodes' state after training to `trained`; `steps` `[m]`: the local steps each row
+        ran (None: K each)."""
+        ...
 
     def encode(self, nodes: Any, row_models: torch.Tensor) -> torch.Tensor: ...
 

@@ -1,7 +1,10 @@
 """FedAvg (McMahan et al. 2017): K local SGD steps from the global model, then the server averages.
 
 The average is uniform over the clients whose message was accepted, or weighted by their sample
-counts (`fedavg.weighting = "samples"`). Messages not accepted (missing, non-finite) are left out.
+counts (`fedavg.weighting = "samples"`), renormalised over those clients. Messages not accepted
+(lost, not sent by an offline client, missing, non-finite) are left out: under partial
+participation x <- sum_{i in S} w_i y_i / sum_{i in S} w_i over the clients S whose messages
+arrived (McMahan et al.'s estimator for sampled clients); no message arriving leaves x as it is.
 With a robust rule (`robust`, see `fedpdmm.algorithms.robust`) the server takes
 x + rule(models - x) over the accepted models instead (sample weights do not apply).
 A client keeps no state between rounds, so what a Byzantine client remembers does not matter.
@@ -15,7 +18,13 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 
 from fedpdmm.aggregators import RuleContext
-from fedpdmm.algorithms.base import CombineContext, LocalProblem, RoundState, ServerAlgorithm
+from fedpdmm.algorithms.base import (
+    CombineContext,
+    LocalProblem,
+    RoundState,
+    ServerAlgorithm,
+    missing_rows,
+)
 from fedpdmm.algorithms.robust import RobustCombine
 
 
@@ -36,8 +45,10 @@ def server_rule(
     accepted: torch.Tensor,
     context: CombineContext,
     dropped: int,
+    absent: int = 0,
 ) -> tuple[torch.Tensor, Any]:
-    """base + rule(rows - base) over the accepted clients' rows (`dropped` others rejected)."""
+    """base + rule(rows - base) over the accepted clients' rows (`dropped` others rejected,
+    `absent` others lost or not sent)."""
     return robust(
         rows,
         base,
@@ -47,6 +58,7 @@ def server_rule(
             clients=accepted.nonzero().flatten(),
             state=rule_state,
             dropped=dropped,
+            absent=absent,
         ),
     )
 
@@ -85,7 +97,7 @@ class FedAvg(ServerAlgorithm):
     ) -> tuple[FedAvgClients, LocalProblem]:
         return nodes, LocalProblem(start=downlink, center=None, rho=0.0)
 
-    def finish(self, nodes: FedAvgClients, trained: torch.Tensor) -> FedAvgClients:
+    def finish(self, nodes: FedAvgClients, trained: torch.Tensor, steps=None) -> FedAvgClients:
         return FedAvgClients(trained)
 
     def encode(self, nodes: FedAvgClients, row_models: torch.Tensor) -> torch.Tensor:
@@ -114,9 +126,9 @@ class FedAvg(ServerAlgorithm):
         server = state.hub
         rows = votes if bool(accepted.all()) else votes[accepted]
         if self.is_robust:
-            dropped = int((~accepted).sum())
+            dropped, absent = missing_rows(accepted, context)
             return server_rule(
-                self.robust, rows, server.x, server.rule_state, accepted, context, dropped
+                self.robust, rows, server.x, server.rule_state, accepted, context, dropped, absent
             )
         if self.weights is None:
             return rows.mean(dim=0), server.rule_state

@@ -2,11 +2,12 @@
 
 After local training each node sends its model to its neighbours and averages with
 Metropolis-Hastings weights: x_i <- W_ii x_i + sum_j W_ij x_j, W_ij = 1 / (1 + max(d_i, d_j)).
-The weight of a message that is not accepted goes to the node's own model, so rows of W still
-sum to one. With a robust rule (`dsgd+rule`), node i takes x_i + rule({0} u {m_ji - x_i}) over
-its own model and its neighbours' accepted messages (rejected ones lower the rule's f);
-`dsgd+centered_clipping` is self-centred clipping (He, Karimireddy, Jaggi 2022) with uniform
-weights. Nodes keep no state beyond their
+The weight of a message that is not accepted (rejected, or lost over an unreliable network, or
+not sent by an offline neighbour) goes to the node's own model, so rows of W still sum to one;
+an offline node keeps its model. With a robust rule (`dsgd+rule`), node i takes
+x_i + rule({0} u {m_ji - x_i}) over its own model and its neighbours' accepted messages
+(rejected ones lower the rule's f); `dsgd+centered_clipping` is self-centred clipping (He,
+Karimireddy, Jaggi 2022) with uniform weights. Nodes keep no state beyond their
 models, so what a Byzantine node remembers does not change what it sends.
 """
 
@@ -59,7 +60,7 @@ class DSGD(GraphAlgorithm):
     ) -> tuple[DSGDState, LocalProblem]:
         return nodes, LocalProblem(start=nodes.x, center=None, rho=0.0)
 
-    def finish(self, nodes: DSGDState, trained: torch.Tensor) -> DSGDState:
+    def finish(self, nodes: DSGDState, trained: torch.Tensor, steps=None) -> DSGDState:
         return DSGDState(trained)
 
     def encode(self, nodes: DSGDState, row_models: torch.Tensor) -> torch.Tensor:
@@ -93,8 +94,9 @@ class DSGD(GraphAlgorithm):
             incoming = self.edges.reverse[outgoing_edges(self.edges, node)]
             kept = accepted[incoming]
             rows = torch.cat([x[node : node + 1], messages[incoming[kept]]])
-            dropped = int((~kept).sum())
-            mixed[node] = self.node_rule(rows, x[node], context.generator, dropped)
+            absent = 0 if context.lost is None else int((~kept & context.lost[incoming]).sum())
+            dropped = int((~kept).sum()) - absent
+            mixed[node] = self.node_rule(rows, x[node], context.generator, dropped, absent)
         return mixed
 
     def combine_at(

@@ -69,10 +69,11 @@ class GraphAlgorithm:
         base: torch.Tensor,
         generator: torch.Generator | None,
         dropped: int = 0,
+        absent: int = 0,
     ) -> torch.Tensor:
         """base + rule(rows - base) for one receiver (graph rules keep no state); `dropped`
-        rows of this receiver were rejected and lower the rule's f."""
-        context = RuleContext(generator=generator, dropped=dropped)
+        rows of this receiver were rejected and lower the rule's f; `absent` did not arrive."""
+        context = RuleContext(generator=generator, dropped=dropped, absent=absent)
         value, _ = self.robust(rows, base, context)  # type: ignore[misc]
         return value
 

@@ -10,7 +10,10 @@ Rejection: a message y(j|i) that is not accepted closes node i's edge to j: its 
 prox centre and the edge leaves i's degree d_i (rho_i = c d_i over the open edges) for as long as
 j's messages are rejected; a node with no open edge trains on f_i alone. When a message is
 accepted again, the edge re-opens with its vote set to i's current prox centre before the
-relaxation, which alone leaves the centre unchanged. With a robust rule, node i's prox centre is
+relaxation, which alone leaves the centre unchanged. A message that does not arrive (`[network]`:
+lost, or its sender or receiver offline) is not a fault: the receiver keeps its dual of the edge
+and the edge stays in its centre (stochastic PDMM; an offline node keeps all its state). With a
+robust rule, node i's prox centre is
 the rule over its open edges' votes (base: the node's model) instead of their mean.
 """
 
@@ -22,7 +25,7 @@ from typing import ClassVar, NamedTuple
 import torch
 
 from fedpdmm import pdmm
-from fedpdmm.algorithms.base import CombineContext, LocalProblem, RoundState
+from fedpdmm.algorithms.base import CombineContext, LocalProblem, RoundState, kept_open
 from fedpdmm.algorithms.graph import GraphAlgorithm, outgoing_edges
 from fedpdmm.algorithms.robust import RobustCombine
 from fedpdmm.topology import EdgeIndex
@@ -92,7 +95,7 @@ class GraphPDMM(GraphAlgorithm):
         center, rho = self.centers(nodes, generator)
         return nodes, LocalProblem(start=nodes.x, center=center, rho=rho)
 
-    def finish(self, nodes: GraphPDMMState, trained: torch.Tensor) -> GraphPDMMState:
+    def finish(self, nodes: GraphPDMMState, trained: torch.Tensor, steps=None) -> GraphPDMMState:
         return nodes._replace(x=trained)
 
     def encode(self, nodes: GraphPDMMState, row_models: torch.Tensor) -> torch.Tensor:
@@ -126,7 +129,9 @@ class GraphPDMM(GraphAlgorithm):
         received = pdmm.receive(z, messages, self.edges, self.theta)
         if not bool(arrived.all()):
             received = torch.where(arrived.unsqueeze(1), received, z)
-        return RoundState(None, GraphPDMMState(nodes.x, received, arrived))
+        lost = None if context.lost is None else context.lost.index_select(0, self.edges.reverse)
+        open_rows = kept_open(nodes.open, arrived, context._replace(lost=lost))
+        return RoundState(None, GraphPDMMState(nodes.x, received, open_rows))
 
     def models(self, state: RoundState) -> tuple[None, torch.Tensor]:
         return None, state.nodes.x

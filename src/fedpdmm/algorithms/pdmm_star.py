@@ -25,6 +25,13 @@ are not accepted, so the fixed point is that of the clients whose messages are a
 or zero vote weighs on x_s). When a message is accepted again the edge re-opens at
 z_s[i] = c x_s before the relaxation, which alone leaves x_s unchanged.
 
+Lost messages (`[network]`, `fedpdmm.channel`): a message that does not arrive is not a fault.
+The receiver keeps the previous dual of that edge and the edge stays open (stochastic PDMM):
+a client whose downlink is lost, or that is not sampled, keeps z_i and x_i; the server keeps
+z_s[i] for a client whose uplink is lost, so x_s still averages every open edge, some of them
+stale. With theta < 1 this is a randomized coordinate update of PDMM's averaged operator, which
+converges to the exact optimum (Bastianello, Todescato, Carli, Schenato; tested on quadratics).
+
 Robust PDMM (`robust`): x_s = x_s + rule(z_s / c - x_s) over the open edges, a robust estimate in
 place of the mean of the votes z_s[i] / c (see `fedpdmm.algorithms.robust`); with `mean` it is
 PDMM exactly.
@@ -37,7 +44,13 @@ from typing import Any, ClassVar, NamedTuple
 
 import torch
 
-from fedpdmm.algorithms.base import CombineContext, LocalProblem, RoundState, ServerAlgorithm
+from fedpdmm.algorithms.base import (
+    CombineContext,
+    LocalProblem,
+    RoundState,
+    ServerAlgorithm,
+    kept_open,
+)
 from fedpdmm.algorithms.fedavg import server_rule
 from fedpdmm.algorithms.robust import RobustCombine
 
@@ -91,7 +104,7 @@ class PDMMStar(ServerAlgorithm):
         problem = LocalProblem(start=nodes.x, center=z, rho=self.c, center_scale=-1 / self.c)
         return PDMMClients(nodes.x, z), problem
 
-    def finish(self, nodes: PDMMClients, trained: torch.Tensor) -> PDMMClients:
+    def finish(self, nodes: PDMMClients, trained: torch.Tensor, steps=None) -> PDMMClients:
         return PDMMClients(trained, nodes.z)
 
     def encode(self, nodes: PDMMClients, row_models: torch.Tensor) -> torch.Tensor:
@@ -127,10 +140,11 @@ class PDMMStar(ServerAlgorithm):
         if bool(reopened.any()):
             z[reopened] = self.c * server.x
         z[accepted] = (1 - self.theta) * z[accepted] + self.theta * messages[accepted]
+        open_edges = kept_open(server.open, accepted, context)
         if not bool(accepted.any()):
-            return RoundState(server._replace(z=z, open=accepted), state.nodes)
-        x, rule_state = self.estimate(z, server, accepted, context)
-        return RoundState(PDMMServer(z, x, accepted, rule_state), state.nodes)
+            return RoundState(server._replace(z=z, open=open_edges), state.nodes)
+        x, rule_state = self.estimate(z, server, open_edges, context)
+        return RoundState(PDMMServer(z, x, open_edges, rule_state), state.nodes)
 
     def estimate(
         self, z: torch.Tensor, server: PDMMServer, open_edges: torch.Tensor, context: CombineContext

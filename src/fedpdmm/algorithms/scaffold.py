@@ -12,6 +12,10 @@ The server holds the model x and a control variate c; client i holds its control
     server:              x <- x + server_lr (mean_S y_i - x)
                          c <- c + (|S| / n) mean_S (c_i+ - c_i)       (S: accepted messages)
 
+Under partial participation (`[network]`) this is the paper's sampled-client update (its
+Algorithm 1 with S the sampled clients whose messages arrived); clients outside S keep their c_i.
+A client that ran fewer local steps (a straggler) divides by the steps it ran.
+
 A client transmits its model y_i (as in FedAvg, so the `model` and `message` attack targets
 coincide on the model half) next to its control-variate change, one `[2d]` row. With a robust
 rule (`scaffold+trimmed_mean`) the rule replaces the mean of the model updates y_i - x; the
@@ -26,7 +30,13 @@ from typing import Any, ClassVar, NamedTuple
 
 import torch
 
-from fedpdmm.algorithms.base import CombineContext, LocalProblem, RoundState, ServerAlgorithm
+from fedpdmm.algorithms.base import (
+    CombineContext,
+    LocalProblem,
+    RoundState,
+    ServerAlgorithm,
+    missing_rows,
+)
 from fedpdmm.algorithms.fedavg import server_rule
 from fedpdmm.algorithms.robust import RobustCombine
 
@@ -87,8 +97,15 @@ class Scaffold(ServerAlgorithm):
         nodes = nodes._replace(start=start, server_c=server_c)
         return nodes, LocalProblem(start=start, center=None, rho=0.0, linear=server_c - nodes.c)
 
-    def finish(self, nodes: ScaffoldClients, trained: torch.Tensor) -> ScaffoldClients:
-        updated = nodes.c - nodes.server_c + (nodes.start - trained) / (self.steps * self.lr)
+    def finish(
+        self, nodes: ScaffoldClients, trained: torch.Tensor, steps: torch.Tensor | None = None
+    ) -> ScaffoldClients:
+        """Option II with the steps each client ran (`steps` `[m]`; None: K)."""
+        if steps is None:
+            scale = self.steps * self.lr
+        else:
+            scale = (steps.to(trained.dtype) * self.lr).unsqueeze(1)
+        updated = nodes.c - nodes.server_c + (nodes.start - trained) / scale
         return nodes._replace(x=trained, c=updated, delta_c=updated - nodes.c)
 
     def encode(self, nodes: ScaffoldClients, row_models: torch.Tensor) -> torch.Tensor:
@@ -121,9 +138,9 @@ class Scaffold(ServerAlgorithm):
         models = votes[accepted, : server.x.numel()]
         rule_state = server.rule_state
         if self.is_robust:
-            dropped = int((~accepted).sum())
+            dropped, absent = missing_rows(accepted, context)
             combined, rule_state = server_rule(
-                self.robust, models, server.x, rule_state, accepted, context, dropped
+                self.robust, models, server.x, rule_state, accepted, context, dropped, absent
             )
         else:
             combined = models.mean(dim=0)

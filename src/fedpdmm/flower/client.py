@@ -41,6 +41,7 @@ class RoundRequest:
     downlink: torch.Tensor  # [d] this client's row of `algorithm.downlink(server)`
     reset: bool  # start the client state afresh (first round, or rejoining after a dropout)
     send_model: bool  # also return the client's model (for the server's honest-client metrics)
+    steps: int | None = None  # local steps this round (None: local.steps; fewer: a straggler)
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ def client_round(
         data,
         own,
         request.round,
-        steps=config.local.steps,
+        steps=config.local.steps if request.steps is None else request.steps,
         batch_size=config.local.batch_size,
         lr=config.local.lr,
         seed=config.seed,
@@ -168,7 +169,8 @@ def client_round(
         rho=problem.rho,
         linear=problem.linear,
     )
-    nodes = algorithm.finish(nodes, trained)
+    steps = None if request.steps is None else torch.tensor([request.steps])
+    nodes = algorithm.finish(nodes, trained, steps=steps)
     struck = strike(
         Target(request.target),
         attack,

@@ -1,7 +1,7 @@
 """Round requests and replies as Flower records (the only module here that packs tensors).
 
 request:  "fedpdmm-downlink" ArrayRecord {y: [d]}       the client's row of the downlink
-          "fedpdmm-round"    ConfigRecord                combination, names, round, flags
+          "fedpdmm-round"    ConfigRecord                combination, names, round, flags, steps
 reply:    "fedpdmm-reply"    ArrayRecord {message: [d], model: [d] (evaluation rounds)}
           "fedpdmm-timing"   MetricRecord                seconds the node spent
 query:    "fedpdmm-node"     ConfigRecord {partition-id, byzantine, num-samples}
@@ -33,6 +33,7 @@ def pack_request(request: RoundRequest) -> RecordDict:
                     "round": request.round,
                     "reset": request.reset,
                     "send-model": request.send_model,
+                    "steps": -1 if request.steps is None else request.steps,
                 }
             ),
         }
@@ -51,6 +52,7 @@ def unpack_request(content: RecordDict) -> RoundRequest:
         downlink=downlink,
         reset=bool(fields["reset"]),
         send_model=bool(fields["send-model"]),
+        steps=None if int(fields.get("steps", -1)) < 0 else int(fields["steps"]),
     )
 
 

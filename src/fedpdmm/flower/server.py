@@ -13,6 +13,11 @@ network adds:
   reached. The round does not wait for dropped clients.
 - a reply that is not a finite float vector of the message's size is *malformed*: it is not
   accepted (exactly as the engine treats a non-finite message) and counted.
+- a simulated unreliable network (`[network]`, `fedpdmm.channel`) is drawn by the same round
+  step as in the engine: only the round's working clients are sent a request (with their local
+  steps), and the replies the channel loses or delays are handled there, as in `fedpdmm run`.
+  A missing reply differs from a simulated loss: its node dropped out and restarts afresh, so
+  its edge closes; a lost message's sender keeps its state, so its edge stays open.
 
 Metric rows are the engine's (`dropped_messages` counts every message not accepted), plus the
 cumulative `missing_replies`, `malformed_replies` and the round's `active_clients`.
@@ -92,12 +97,13 @@ class TransportWork:
         return state
 
     def __call__(
-        self, algorithm, state, downlink, round_index: int, evaluate: bool, context
+        self, algorithm, state, downlink, round_index: int, evaluate: bool, context, conditions=None
     ) -> Replies:
         nodes = state.nodes
         config = self.settings.config
         index, algorithm_name, attack_name, target = self.combination
         n = self.models.shape[0]
+        working = range(n) if conditions is None else conditions.working.nonzero().flatten()
         requests = {
             k: RoundRequest(
                 index,
@@ -108,25 +114,26 @@ class TransportWork:
                 downlink[k].clone(),
                 bool(self.fresh[k]),
                 evaluate,
+                None if conditions is None else int(conditions.steps[k]),
             )
-            for k in range(n)
+            for k in (int(k) for k in working)
         }
         was_active = self.active.clone()
-        replies = self.transport.exchange(
-            requests, set(was_active.nonzero().flatten().tolist()), self.settings.round_timeout
-        )
+        waited = set(was_active.nonzero().flatten().tolist()) & set(requests)
+        replies = self.transport.exchange(requests, waited, self.settings.round_timeout)
         size = algorithm.message_size(self.dim)
         messages = torch.zeros(n, size, dtype=downlink.dtype)
         delivered = torch.zeros(n, dtype=torch.bool)
         samples = 0
-        for k in range(n):
+        for k in requests:
             reply = replies.get(k)
             if reply is None:
                 self.counts["missing"] += 1
                 self.active[k], self.fresh[k] = False, True
                 continue
             self.active[k], self.fresh[k] = True, False
-            samples += config.local.steps * config.local.batch_size
+            steps = config.local.steps if requests[k].steps is None else requests[k].steps
+            samples += steps * config.local.batch_size
             if check_message(reply.message, size) is None:
                 messages[k], delivered[k] = reply.message.to(messages.dtype), True
             else:

@@ -1,4 +1,4 @@
-"""`fedpdmm reproduce paper | robust`: fixed experiment grids, run as resumable sweeps, one report.
+"""`fedpdmm reproduce paper | robust | network`: fixed experiment grids, resumable sweeps, reports.
 
 The paper is Xia, Yu, Li, "Byzantine-Resilient Federated Learning via Distributed Optimization",
 arXiv 2503.10792 (2025). Its grid is built from the preset configs (`fedpdmm.presets`, mirrored from
@@ -40,6 +40,7 @@ from fedpdmm.reproduce.grids import (
     run_experiments,
     select,
 )
+from fedpdmm.reproduce.network import network_experiments, write_network_report
 
 __all__ = [
     "ATTACK_PARAMS",
@@ -60,6 +61,7 @@ __all__ = [
     "claim_rows",
     "claims_document",
     "convergence_rows",
+    "network_experiments",
     "paired_gaps",
     "paper_experiments",
     "preset_path",
@@ -67,6 +69,7 @@ __all__ = [
     "run_experiments",
     "select",
     "verdict",
+    "write_network_report",
     "write_paper_report",
     "write_robust_report",
 ]
