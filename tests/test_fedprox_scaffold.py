@@ -131,3 +131,20 @@ def test_robust_fedprox_and_scaffold_run_from_the_cli_under_attack(tmp_path) -> 
     metrics = (out / "metrics.csv").read_text()
     for name in ("fedprox+median", "scaffold+trimmed_mean", "scaffold"):
         assert f"{name},sign_flip,message" in metrics
+
+
+@pytest.mark.parametrize("attack", ["dissensus", "drift", "alie", "mimic"])
+def test_receiver_aware_attacks_run_against_scaffold_at_every_target(attack):
+    """SCAFFOLD's row is [model, control-variate change]: attacks that start from the server's
+    point read the model part at the model and update targets and the whole row at the message."""
+    setting = config.load(
+        None,
+        [
+            "rounds=1",
+            'algorithms=["scaffold", "scaffold+trimmed_mean"]',
+            f'attacks=["{attack}"]',
+            'attack.target=["message", "model", "update"]',
+        ],
+    )
+    _, results = engine.run(setting)
+    assert len(results) == 6 and all(result.status == "ok" for result in results)

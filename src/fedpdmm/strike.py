@@ -154,6 +154,8 @@ def base_in_space(
     update target its own update on a graph (`trained - start` of node `receiver`) and zero with
     a server (the server's model relative to itself)."""
     base = algorithm.receiver_base(state, receiver)
+    if target != Target.MESSAGE:
+        base = base[: trained.shape[1]]  # the model part of a wider row (SCAFFOLD's [x, dc])
     if target != Target.UPDATE:
         return base
     if algorithm.setting == "server":

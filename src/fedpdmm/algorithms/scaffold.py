@@ -146,5 +146,11 @@ class Scaffold(ServerAlgorithm):
             combined = models.mean(dim=0)
         return server.x + self.server_lr * (combined - server.x), rule_state
 
+    def receiver_base(self, state: RoundState, receiver: int) -> torch.Tensor:
+        """Where the server's combination of a `[2d]` row starts: its model for the model half,
+        zero for the control-variate change (no change)."""
+        server = state.hub
+        return torch.cat([server.x, torch.zeros_like(server.c)])
+
     def models(self, state: RoundState) -> tuple[torch.Tensor, torch.Tensor]:
         return state.hub.x, state.nodes.x
