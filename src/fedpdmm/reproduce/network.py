@@ -115,7 +115,8 @@ def write_network_report(
         document.heading(f"{experiment.title}: summary")
         document.paragraph(
             f"Rounds to target: the first evaluated round whose mean accuracy over seeds reaches "
-            f"{TARGET_ACCURACY[setting]:.0f} % ({experiment.seeds} seeds)."
+            f"{TARGET_ACCURACY[setting]:.0f} % ({experiment.seeds} "
+            f"seed{'s' if experiment.seeds > 1 else ''})."
         )
         document.table(header, rows)
         tables.append((experiment.title, rows))
