@@ -202,6 +202,87 @@ def test_a_robust_rule_keeps_its_f_for_rows_that_did_not_arrive():
     assert fitted.f == 1  # only as far down as 4 rows require (n > 2f)
 
 
+def test_an_omniscient_attack_computes_against_the_rows_that_arrive():
+    """Over a lossy network the attack at each receiver is the attack on the arrived rows
+    alone; a Byzantine row that does not arrive is left honest."""
+    from fedpdmm import attacks
+    from fedpdmm.seeding import generator
+    from fedpdmm.strike import MessageRows, per_receiver
+
+    values = torch.randn(8, 3, generator=generator(2, "values"), dtype=torch.float64)
+    byzantine = torch.tensor([True, True, False, False, False, False, False, False])
+    arrived = torch.tensor([True, False, True, False, True, True, False, True])
+    alie = attacks.get("alie")
+
+    def attacked(vals, byz, keys, mask=None):
+        return per_receiver(
+            alie,
+            vals,
+            byz,
+            MessageRows(None, keys),
+            5,
+            1,
+            combine=lambda receiver, group, v: v.mean(0),
+            base=lambda receiver: torch.zeros(3, dtype=torch.float64),
+            weights=lambda group: None,
+            arrived=mask,
+        )
+
+    out = attacked(values, byzantine, list(range(8)), arrived)
+    alone = attacked(values[arrived], byzantine[arrived], list(range(5)))
+    torch.testing.assert_close(out[arrived], alone, rtol=0, atol=0)
+    assert torch.equal(out[1], values[1])  # lost Byzantine row: never combined, kept honest
+    seen = values[arrived & ~byzantine]
+    z = attacks.alie_z(5, 1)
+    torch.testing.assert_close(out[0], seen.mean(0) - z * seen.std(0), rtol=0, atol=1e-12)
+    everything = attacked(values, byzantine, list(range(8)))
+    assert not torch.allclose(everything[0], out[0])  # calibrated on all rows it would differ
+
+
+def test_the_engine_attacker_knows_the_round_draw():
+    """IPM in a lossy FedAvg round: each arriving Byzantine message is -epsilon times the mean
+    of the honest messages that arrive this round, not of all honest messages."""
+    from fedpdmm import attacks
+
+    config = load(
+        None,
+        [
+            "data.num_clients=8",
+            "attack.num_byzantine=2",
+            'attack.target="message"',
+            "network.loss=0.4",
+        ],
+    )
+    setup = build_setup(config)
+    algorithm = build_algorithm("fedavg", config, setup.network, setup.data.clients.sizes)
+    network = Channel.from_config(config, setup.network)
+    ipm = attacks.get("ipm", epsilon=0.5)
+    work = LocalWork(setup, ipm, Target.MESSAGE, setup.network.byzantine, setup.data.clients)
+    state = algorithm.init(setup.x0)
+    for round_index in range(1, 6):
+        draw = network.draw(round_index)
+        replies = work(
+            algorithm,
+            state,
+            algorithm.downlink(state.hub),
+            round_index,
+            False,
+            CombineContext(),
+            draw,
+        )
+        honest = draw.arrived & ~setup.network.byzantine
+        struck = draw.arrived & setup.network.byzantine
+        if bool(struck.any()) and bool(honest.any()):
+            break
+        state, _ = step(algorithm, state, work, round_index, seed=0, channel=network)
+    else:
+        pytest.fail("no round with an arriving Byzantine and honest message")
+    epsilon = ipm.epsilon
+    want = -epsilon * replies.messages[honest].mean(0)
+    for row in struck.nonzero().flatten().tolist():
+        torch.testing.assert_close(replies.messages[row], want, rtol=0, atol=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------
 # whole runs
 # ---------------------------------------------------------------------------------------------

@@ -128,7 +128,7 @@ class LocalWork:
             algorithm, state.nodes, downlink, round_index, conditions
         )
         struck = self.send(
-            algorithm, state._replace(nodes=nodes), start, trained, round_index, context
+            algorithm, state._replace(nodes=nodes), start, trained, round_index, context, conditions
         )
         if honest_state:
             self.memory.remember(algorithm, struck.honest_rows, rows, conditions, network.senders)
@@ -165,11 +165,24 @@ class LocalWork:
         return keep_rows(nodes, finished, conditions.working), problem.start, trained
 
     def send(
-        self, algorithm, state, start, trained, round_index: int, context: CombineContext
+        self,
+        algorithm,
+        state,
+        start,
+        trained,
+        round_index: int,
+        context: CombineContext,
+        conditions: RoundConditions | None = None,
     ) -> Struck:
-        """Every message row, the Byzantine ones struck at the target."""
+        """Every message row, the Byzantine ones struck at the target. Over an unreliable
+        network an omniscient attacker knows the round's draw: it computes against the rows
+        whose message of this round arrives this round (a busy node's row carries last round's
+        message instead)."""
         network = self.setup.network
         rows = network.byzantine_rows(self.byzantine)
+        arrived = None
+        if conditions is not None:
+            arrived = conditions.arrived & ~conditions.busy.index_select(0, network.senders)
         return strike(
             self.target,
             self.attack,
@@ -184,6 +197,7 @@ class LocalWork:
             context=context,
             past=self.memory.past(self.attack.history, rows),
             keep_honest=False,
+            arrived=arrived,
         )
 
     def counters(self) -> dict[str, int]:

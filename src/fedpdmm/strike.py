@@ -87,6 +87,7 @@ def per_receiver(
     combine: GroupCombine,
     base: Callable[[int], torch.Tensor],
     weights: Callable[[torch.Tensor], torch.Tensor | None],
+    arrived: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """An omniscient attack applied once per receiver to the rows that receiver combines.
 
@@ -96,6 +97,12 @@ def per_receiver(
     own number of rows and of Byzantine senders. A receiver with fewer honest rows than the
     attack needs (`attack.min_honest`) gets honest rows. It draws from `(seed, "attack", round)`
     with a server and `(seed, "attack", round, "to", j)` on a graph.
+
+    `arrived` `[m]` (an unreliable network, `fedpdmm.channel`): the rows whose message of this
+    round reaches its receiver this round. The attacker then knows the network's draw and
+    computes against only the rows that arrive at j (and j's rule on those rows): the worst
+    case, stronger than an attacker calibrated on messages the receiver never sees. Byzantine
+    rows that do not arrive stay honest; they are never combined.
     """
     out = values.clone()
     if rows.receivers is None:
@@ -111,7 +118,11 @@ def per_receiver(
             for j in targets
         ]
     for receiver, group, gen in groups:
+        if arrived is not None:
+            group = group[arrived[group]]
         mask = byzantine[group]
+        if not bool(mask.any()):
+            continue  # none of the receiver's Byzantine rows arrives this round
         own = base(receiver)
         stack, shown, row_weights = values[group], mask, weights(group)
         senders = group if rows.senders is None else rows.senders[group]
@@ -200,6 +211,7 @@ def strike(
     context: CombineContext = CombineContext(),
     past: torch.Tensor | None = None,
     keep_honest: bool = True,
+    arrived: torch.Tensor | None = None,
 ) -> Struck:
     """The transmitted rows `[m, w]`, with the Byzantine ones rewritten at `target`.
 
@@ -213,7 +225,9 @@ def strike(
     mapped back to messages. Attacks that search against the rule get the combination the
     receiver applies this round (`Algorithm.combine_at`, with `context`). With
     `keep_honest=False` the Byzantine rows are rewritten in the freshly encoded tensor, which
-    saves a copy of every message (`Struck.honest` is then None).
+    saves a copy of every message (`Struck.honest` is then None). `arrived` `[m]`: over an
+    unreliable network, the rows whose message of this round arrives this round; omniscient
+    attacks compute per receiver against those rows only (`per_receiver`).
     """
     nodes = state.nodes
     honest = algorithm.encode_nodes(nodes, trained)
@@ -243,6 +257,7 @@ def strike(
             combine=combine_votes,
             base=partial(algorithm.receiver_base, state),
             weights=algorithm.receiver_weights,
+            arrived=arrived,
         )
         sent = honest.clone() if copy else honest
         sent[attackers] = algorithm.from_votes(state, votes[attackers], attackers).to(sent.dtype)
@@ -270,6 +285,7 @@ def strike(
             combine=combine_models,
             base=partial(base_in_space, algorithm, state, target, node_start, node_trained),
             weights=algorithm.receiver_weights,
+            arrived=arrived,
         )
     else:
         attacked = corrupt(attack, space, byzantine, seed, round_index, rows.keys, past=past)
