@@ -112,6 +112,23 @@ def test_an_unreliable_network_is_drawn_once_for_both_runtimes(tmp_path):
     assert reference[0].rows[-1]["lost_messages"] > 0
 
 
+def test_momentum_buffers_live_on_the_nodes_and_give_the_engine_numbers(tmp_path):
+    """`local.momentum` and `local.weight_decay`: each SuperNode keeps its own buffer across
+    rounds (and while it is not sampled), and the federation gives the engine's numbers."""
+    config = small_config(
+        rounds=3,
+        algorithms=["pdmm", "fedavg"],
+        local={"steps": 3, "momentum": 0.9, "weight_decay": 1e-3},
+        network={"participation": 0.7},
+    )
+    _, reference = engine.run(config)
+    _, outcomes = run_loopback(settings_of(config, tmp_path))
+    for want, got in zip(reference, outcomes, strict=True):
+        assert_rows_match(want.rows, got.rows, tolerance=0.0)
+    _, plain = engine.run(small_config(rounds=3, algorithms=["pdmm", "fedavg"]))
+    assert reference[0].rows[-1]["test_loss"] != plain[0].rows[-1]["test_loss"]
+
+
 def test_robust_rules_on_the_server_equal_engine(tmp_path):
     config = small_config(
         rounds=2, algorithms=["fedavg+median", "pdmm+trimmed_mean"], attacks=["sign_flip"]

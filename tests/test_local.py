@@ -88,6 +88,91 @@ def test_every_path_equals_a_naive_float64_loop(name: str, prox: bool, linear: b
         torch.testing.assert_close(got.double(), expected, atol=2e-5, rtol=1e-5, msg=mode)
 
 
+def torch_sgd(model, start, data, clients, round_index, *, steps, batch_size, lr, **terms):
+    """Each client as a real `nn.Module` trained by `torch.optim.SGD` (momentum, weight decay),
+    on the objective with its prox and linear terms, in float64; two rounds of `steps` each, the
+    optimizer (its momentum buffer) kept between them. Returns the rows after each round."""
+    from fedpdmm.models import build_module
+
+    center, rho, linear = terms["center"], terms["rho"], terms["linear"]
+    after = [[], []]
+    for row in range(len(clients)):
+        module = build_module(model_name_of(model), SHAPE, CLASSES, model_hidden_of(model))
+        module = module.to_empty(device="cpu").double()
+        torch.nn.utils.vector_to_parameters(start[row].double(), module.parameters())
+        optimizer = torch.optim.SGD(
+            module.parameters(), lr=lr, momentum=terms["momentum"], weight_decay=terms["decay"]
+        )
+        for turn in (0, 1):
+            positions = batch_positions(data, clients, round_index + turn, steps, batch_size, 0)
+            for step in range(steps):
+                batch = positions[row, step]
+                inputs = data.features[data.sample_index[batch]].double()
+                flat = torch.nn.utils.parameters_to_vector(module.parameters())
+                loss = F.cross_entropy(module(inputs), data.labels[batch])
+                loss = loss + linear[row].double() @ flat
+                loss = loss + 0.5 * rho[row] * (flat - center[row].double()).square().sum()
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            after[turn].append(torch.nn.utils.parameters_to_vector(module.parameters()).detach())
+    return torch.stack(after[0]), torch.stack(after[1])
+
+
+def model_name_of(model: FlatModel) -> str:
+    children = [type(c) for c in model.module.children()]
+    if torch.nn.Conv2d in [type(m) for m in model.module.modules()]:
+        return "cnn"
+    return "logreg" if children.count(torch.nn.Linear) == 1 else "mlp"
+
+
+def model_hidden_of(model: FlatModel) -> tuple[int, ...]:
+    linears = [m for m in model.module.children() if type(m) is torch.nn.Linear]
+    return tuple(m.out_features for m in linears[:-1]) or (200,)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize(("momentum", "decay"), [(0.9, 0.0), (0.0, 1e-2), (0.9, 1e-2)])
+def test_momentum_and_weight_decay_equal_torch_sgd(name: str, momentum: float, decay: float):
+    """Every path, with the prox and linear terms, over two rounds that share the buffer."""
+    model, data = build(name), toy_data()
+    start, center, rho = problem(model)
+    clients = torch.arange(CLIENTS)
+    linear = 0.3 * torch.randn(start.shape, generator=generator(0, "linear"))
+    kwargs = dict(steps=3, batch_size=5, lr=0.1)
+    terms = dict(center=center, rho=rho, linear=linear)
+    first, second = torch_sgd(
+        model, start, data, clients, 2, **kwargs, **terms, momentum=momentum, decay=decay
+    )
+    plain = train(model, start, data, clients, 2, seed=0, **kwargs, **terms)
+    assert (first - plain.double()).abs().max() > 1e-4  # the options change the steps
+    for mode in modes_of(name):
+        velocity = torch.zeros_like(start)
+        options = dict(momentum=momentum, weight_decay=decay, velocity=velocity, mode=mode)
+        got = train(model, start, data, clients, 2, seed=0, **kwargs, **terms, **options)
+        torch.testing.assert_close(got.double(), first, atol=5e-5, rtol=1e-5, msg=mode)
+        got = train(model, got, data, clients, 3, seed=0, **kwargs, **terms, **options)
+        torch.testing.assert_close(got.double(), second, atol=5e-5, rtol=1e-5, msg=mode)
+
+
+def test_momentum_needs_its_buffer() -> None:
+    model, data = build("logreg"), toy_data()
+    start, _, _ = problem(model)
+    with pytest.raises(ValueError, match="velocity"):
+        train(
+            model,
+            start,
+            data,
+            torch.arange(CLIENTS),
+            1,
+            steps=1,
+            batch_size=2,
+            lr=0.1,
+            seed=0,
+            momentum=0.9,
+        )
+
+
 @pytest.mark.parametrize("name", ["logreg", "mlp"])
 def test_fused_path_equals_vmap_in_float64(name: str) -> None:
     model, data = build(name), toy_data()

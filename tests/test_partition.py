@@ -15,8 +15,20 @@ from fedpdmm.seeding import generator
 BALANCED = torch.arange(600) % 10  # 10 classes x 60 samples, interleaved
 
 
+def halves(num_clients: int) -> list[list[int]]:
+    """Two communities, as `two_cliques` has (one when there is a single client)."""
+    half = max(1, num_clients // 2)
+    groups = [list(range(half)), list(range(half, num_clients))]
+    return [group for group in groups if group]
+
+
 def split(labels, num_clients, scheme, seed=0, **kwargs):
+    if scheme == "communities":
+        kwargs.setdefault("communities", halves(num_clients))
     return partition(labels, num_clients, scheme, generator=generator(seed, "split"), **kwargs)
+
+
+RANDOM_PARTITIONS = [scheme for scheme in PARTITIONS if scheme != "sorted"]
 
 
 def assert_sorted_disjoint_cover(parts, count, num_clients):
@@ -45,11 +57,13 @@ def test_cover_for_any_sizes(count, classes, clients, scheme, seed):
     clients = min(clients, count)
     labels = torch.randint(0, classes, (count,), generator=generator(seed, "labels"))
     extra = {"min_size": 0} if scheme == "dirichlet" else {"shards_per_client": 1}
+    if scheme == "communities":
+        extra["communities"] = [list(range(clients))]  # one community: any label set works
     parts = split(labels, clients, scheme, seed=seed, **extra)
     assert_sorted_disjoint_cover(parts, count, clients)
 
 
-@pytest.mark.parametrize("scheme", PARTITIONS)
+@pytest.mark.parametrize("scheme", RANDOM_PARTITIONS)
 def test_same_seed_same_split_other_seed_other_split(scheme):
     first, again, other = (split(BALANCED, 8, scheme, seed=s) for s in (0, 0, 1))
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
@@ -111,6 +125,61 @@ def test_shards_remainder_spreads_over_first_shards():
     parts = split(labels, 5, "shards", shards_per_client=2)
     assert sorted(len(p) for p in parts) in ([20, 20, 21, 21, 21], [20, 20, 20, 21, 22])
     assert_sorted_disjoint_cover(parts, 103, 5)
+
+
+def test_sorted_parts_are_contiguous_label_slices():
+    """Karimireddy et al.'s non-IID split: client k holds the k-th slice of the sorted labels,
+    so with 10 clients over 10 balanced classes each holds exactly one class."""
+    parts = split(BALANCED, 10, "sorted")
+    assert [sorted(set(BALANCED[part].tolist())) for part in parts] == [[c] for c in range(10)]
+    parts = split(BALANCED, 7, "sorted", seed=3)
+    labels = torch.cat([BALANCED[part].sort().values for part in parts])
+    assert torch.equal(labels, BALANCED.sort().values)  # concatenated in order: sorted labels
+    assert max(len(p) for p in parts) - min(len(p) for p in parts) <= 1
+
+
+def test_communities_hold_disjoint_label_groups():
+    """Two communities of a 10-node dumbbell: one holds digits 0-4, the other 5-9, each split
+    IID over its members."""
+    groups = [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+    parts = split(BALANCED, 10, "communities", communities=groups)
+    histogram = label_histogram(BALANCED, parts, 10)
+    assert bool((histogram[:5, 5:] == 0).all()) and bool((histogram[5:, :5] == 0).all())
+    assert bool((histogram[:5, :5] > 0).all()) and bool((histogram[5:, 5:] > 0).all())
+    assert all(len(p) == 60 for p in parts)  # 300 samples per community, 5 members each
+
+
+def test_communities_follow_the_graph():
+    from fedpdmm import topology
+
+    graph = topology.build("two_cliques", 8, seed=0)
+    assert topology.communities(graph) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+
+
+def test_holders_split_the_data_over_some_clients_only():
+    """`data.byzantine_data = false`: clients 1 and 4 get nothing; the others split it all."""
+    holders = [0, 2, 3, 5]
+    for scheme in PARTITIONS:
+        parts = split(BALANCED, 6, scheme, holders=holders)
+        assert len(parts[1]) == 0 and len(parts[4]) == 0
+        assert_sorted_disjoint_cover([parts[k] for k in holders], 600, 4)
+        alone = split(BALANCED, 4, scheme)
+        assert all(torch.equal(parts[k], alone[i]) for i, k in enumerate(holders)), scheme
+
+
+@pytest.mark.parametrize(
+    ("labels", "communities", "match"),
+    [
+        (BALANCED, [[0, 1], [1, 2]], "do not cover"),
+        (BALANCED, [[0], [2, 3]], "do not cover"),
+        (torch.zeros(20, dtype=torch.int64), [[0], [1]], "one class per community"),
+        (torch.tensor([0, 0, 0, 1]), [[0], [1, 2]], "only 1 samples"),
+    ],
+)
+def test_communities_that_the_data_cannot_satisfy_are_named(labels, communities, match):
+    clients = sum(len(group) for group in communities)
+    with pytest.raises(ConfigError, match=match):
+        split(labels, clients, "communities", communities=communities)
 
 
 def test_label_histogram_matches_naive_count():

@@ -45,7 +45,13 @@ def check_names(config: Config) -> None:
                 "'pdmm+nnm+krum' (fedpdmm list aggregators)"
             )
     for name in config.attacks:
-        build_attack(name, config)
+        attack = build_attack(name, config)
+        if attack.data_attack and not config.data.byzantine_data:
+            raise ConfigError(
+                f"attack {name!r} corrupts the Byzantine clients' training data, and "
+                "data.byzantine_data=false gives them none; set data.byzantine_data = true or "
+                "remove the attack"
+            )
     check_parameter_tables(config)
 
 

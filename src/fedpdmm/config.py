@@ -46,9 +46,16 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
+    """`partition`: how the training set is split (`fedpdmm.data.partition`); `normalize`:
+    standardise every input channel with the training set's mean and standard deviation;
+    `byzantine_data = false`: split the training set over the honest clients only (the
+    Byzantine clients of attacked runs hold no data, as in ByzFL and Karimireddy et al.)."""
+
     name: str = "digits"
     num_clients: Int64 = Field(10, ge=1)
-    partition: Literal["iid", "dirichlet", "shards"] = "iid"
+    partition: Literal["iid", "dirichlet", "shards", "sorted", "communities"] = "iid"
+    normalize: bool = False
+    byzantine_data: bool = True
     alpha: Float32 = Field(0.5, gt=0)
     min_size: Int64 = Field(1, ge=0)
     shards_per_client: Int64 = Field(2, ge=1)
@@ -76,9 +83,15 @@ class ModelConfig(_Section):
 
 
 class LocalConfig(_Section):
+    """The clients' local optimizer: `torch.optim.SGD` with `momentum` (heavy ball, dampening
+    0; its buffer is client state kept across rounds) and `weight_decay` (L2, added to the
+    gradient), both 0 by default."""
+
     steps: Int64 = Field(10, ge=1)
     batch_size: Int64 = Field(32, ge=1)
     lr: Float32 = Field(0.05, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: Float32 = Field(0.0, ge=0)
 
 
 class PDMMConfig(_Section):
@@ -266,6 +279,17 @@ class Config(_Section):
             raise ValueError(
                 f"{given} leaves no honest client among data.num_clients="
                 f"{self.data.num_clients}; at least one client must be honest"
+            )
+        if not self.data.byzantine_data and self.fedavg.weighting == "samples":
+            raise ValueError(
+                "fedavg.weighting='samples' gives the data-less Byzantine clients of "
+                "data.byzantine_data=false a weight of 0, which silences them; use "
+                "fedavg.weighting='uniform'"
+            )
+        if self.data.partition == "communities" and not self.decentralized:
+            raise ValueError(
+                "data.partition='communities' deals labels by the graph's communities and needs "
+                "a graph topology (e.g. topology.name='two_cliques')"
             )
         return self
 

@@ -68,9 +68,11 @@ def local_training(
     round_index: int,
     clients: torch.Tensor | None = None,
     steps: int | None = None,
+    velocity: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """K local SGD steps (or `steps`) of every node, or of the nodes `clients` (the problem's
-    rows are then those nodes' rows), on its local problem."""
+    rows are then those nodes' rows), on its local problem. `velocity`: those nodes' momentum
+    buffers (`local.momentum`), updated in place."""
     config = setup.config
     return train(
         setup.model,
@@ -86,6 +88,9 @@ def local_training(
         center_scale=problem.center_scale,
         rho=problem.rho,
         linear=problem.linear,
+        momentum=config.local.momentum,
+        weight_decay=config.local.weight_decay,
+        velocity=velocity,
     )
 
 
@@ -96,6 +101,10 @@ class LocalWork:
     It also plays the Byzantine nodes' memory (`attack.state`, see `fedpdmm.attacker`): with
     `"honest"` they remove the echo of their own corruption from what they receive; replaying
     attacks read their own past rows.
+
+    With `local.momentum`, `velocity` `[n, d]` holds every node's momentum buffer across the
+    rounds of the combination (zeros at first); a node that does not work keeps it. A Byzantine
+    node's buffer is that of its own training, which is honest: attacks rewrite what it sends.
     """
 
     setup: Setup
@@ -104,6 +113,7 @@ class LocalWork:
     byzantine: torch.Tensor  # [n] bool: the nodes that attack in this combination
     data: ClientData
     memory: AttackerMemory = field(default_factory=AttackerMemory)
+    velocity: torch.Tensor | None = None
 
     def begin(self, algorithm: Algorithm, state: RoundState, round_index: int) -> RoundState:
         return state
@@ -139,10 +149,11 @@ class LocalWork:
                 messages[rows.nonzero().flatten()[colluding]] = struck.honest_rows[colluding]
             messages = self.memory.correct_incoming(messages, rows, echo, network.edges.reverse)
         self.memory.keep_history(struck.space_rows, rows, self.attack.history)
+        has_data = self.data.sizes > 0  # clients without data draw no samples
         if conditions is None:
-            steps = config.data.num_clients * config.local.steps
+            steps = int(has_data.sum()) * config.local.steps
         else:
-            steps = int(conditions.steps[conditions.working].sum())
+            steps = int(conditions.steps[conditions.working & has_data].sum())
         return Replies(nodes, messages, None, steps * config.local.batch_size)
 
     def train(self, algorithm, nodes, downlink, round_index: int, conditions=None):
@@ -151,16 +162,23 @@ class LocalWork:
         their state (their `trained` row is their start)."""
         gen = generator(self.setup.config.seed, "aggregate", round_index)
         received, problem = algorithm.receive(nodes, downlink, generator=gen)
+        if self.setup.config.local.momentum != 0 and self.velocity is None:
+            self.velocity = torch.zeros_like(problem.start)
         if conditions is None:
-            trained = local_training(self.setup, problem, self.data, round_index)
+            trained = local_training(
+                self.setup, problem, self.data, round_index, velocity=self.velocity
+            )
             return algorithm.finish(received, trained), problem.start, trained
         trained = problem.start.clone(memory_format=torch.contiguous_format)
         for count in conditions.steps[conditions.working].unique().tolist():
             clients = (conditions.working & (conditions.steps == count)).nonzero().flatten()
             subset = rows_of(problem, clients)
+            velocity = None if self.velocity is None else self.velocity[clients]
             trained[clients] = local_training(
-                self.setup, subset, self.data, round_index, clients, int(count)
+                self.setup, subset, self.data, round_index, clients, int(count), velocity
             )
+            if velocity is not None:
+                self.velocity[clients] = velocity
         finished = algorithm.finish(received, trained, steps=conditions.steps)
         return keep_rows(nodes, finished, conditions.working), problem.start, trained
 

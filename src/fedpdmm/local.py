@@ -265,6 +265,9 @@ def train(
     rho: torch.Tensor | float = 0.0,
     linear: torch.Tensor | None = None,
     mode: Mode = "auto",
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    velocity: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """K SGD steps for each client in `clients` from `start` `[m, d]`; returns the new `[m, d]`.
 
@@ -274,6 +277,14 @@ def train(
     `[m, d]` (a fixed gradient offset, SCAFFOLD's correction c - c_k; None for none). Each step
     is x <- x - lr (grad f(x) + linear + rho (x - v)) = x + lr rho (v - x) - lr linear
     - lr grad f(x).
+
+    With `momentum` mu or `weight_decay` lambda the step is `torch.optim.SGD`'s (dampening 0, no
+    Nesterov) on the whole objective: g = grad f(x) + linear + rho (x - v) + lambda x,
+    u <- mu u + g, x <- x - lr u. `velocity` `[m, d]` is the buffer u of each row (zeros for a
+    fresh one: its first step is then u = g, as in PyTorch), updated in place; it is required
+    when `momentum` is not 0.
+    A client with no samples (the Byzantine clients of `data.byzantine_data = false`) has
+    f = 0: its steps follow the rest of its objective alone (`without_data`).
     `mode` picks the execution path (see the module docstring); all give the same result up to
     float rounding.
     """
@@ -286,6 +297,49 @@ def train(
         )
     params = start.clone(memory_format=torch.contiguous_format)
     count = params.shape[0]
+    heavy_ball = momentum != 0 or weight_decay != 0
+    if momentum != 0 and (velocity is None or velocity.shape != params.shape):
+        raise ValueError(
+            f"momentum={momentum} needs a velocity buffer shaped like start {tuple(params.shape)}"
+        )
+    if heavy_ball and velocity is None:
+        velocity = torch.zeros_like(params)
+    empty = data.sizes.index_select(0, clients.to(data.sizes.device)).to(params.device) == 0
+    if bool(empty.any()):
+        rho_column = _rho_column(rho, count, params.dtype)
+        options = dict(steps=steps, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        for rows, has_data in (
+            (empty.nonzero().flatten(), False),
+            ((~empty).nonzero().flatten(), True),
+        ):
+            if len(rows) == 0:
+                continue
+            buffer = None if velocity is None else velocity[rows]
+            part = dict(
+                center=None if center is None else center[rows],
+                center_scale=center_scale,
+                rho=rho_column[rows].flatten(),
+                linear=None if linear is None else linear[rows],
+                velocity=buffer,
+                **options,
+            )
+            if has_data:
+                params[rows] = train(
+                    model,
+                    start[rows],
+                    data,
+                    clients[rows],
+                    round_index,
+                    batch_size=batch_size,
+                    seed=seed,
+                    mode=mode,
+                    **part,
+                )
+            else:
+                params[rows] = without_data(start[rows], **part)
+            if buffer is not None:
+                velocity[rows] = buffer
+        return params
     positions = batch_positions(data, clients, round_index, steps, batch_size, seed)
     rho_column = _rho_column(rho, count, params.dtype)
     use_prox = center is not None and bool((rho_column != 0).any())
@@ -302,6 +356,7 @@ def train(
     gather_buffer = flat_features.new_empty(0)
     for first in range(0, count, chunk):
         rows = params[first : first + chunk]
+        buffer = None if velocity is None else velocity[first : first + chunk]
         if use_prox:
             pull = lr * rho_column[first : first + chunk]
             if bool((pull == pull[0]).all()):
@@ -329,6 +384,15 @@ def train(
                 grads = {name: value.unsqueeze(0) for name, value in singles.items()}
             else:
                 grads = batched_grad(_views(model, rows), inputs, labels)
+            if buffer is not None:
+                prox = (rho_column[first : first + chunk], anchor) if use_prox else None
+                shift = None if linear is None else linear[first : first + chunk]
+                if views is not None:
+                    gradient = fused_into(layers, buffer, pairs, momentum, batch_size)
+                else:
+                    gradient = grads_into(model, buffer, grads, momentum)
+                heavy_ball_step(rows, gradient, lr, weight_decay, prox, shift)
+                continue
             if use_prox:  # x <- x + lr rho (v - x) = (1 - lr rho) x + lr rho v
                 rows.lerp_(anchor, pull)
             if linear is not None:
@@ -341,6 +405,82 @@ def train(
                 for name, view in _views(model, rows).items():
                     view.sub_(grads[name], alpha=lr)
     return params
+
+
+def without_data(
+    start: torch.Tensor,
+    *,
+    steps: int,
+    lr: float,
+    center: torch.Tensor | None,
+    center_scale: float,
+    rho: torch.Tensor,
+    linear: torch.Tensor | None,
+    momentum: float,
+    weight_decay: float,
+    velocity: torch.Tensor | None,
+) -> torch.Tensor:
+    """`train`'s steps for clients with no samples (f = 0): the gradient is that of the rest of
+    the objective, linear + rho (x - v) + weight_decay x (PDMM's x-update then moves towards
+    its prox centre, SCAFFOLD's corrected steps follow c - c_k alone). `velocity`: updated in
+    place."""
+    params = start.clone(memory_format=torch.contiguous_format)
+    buffer = torch.zeros_like(params) if velocity is None else velocity
+    rho_column = rho.reshape(-1, 1).to(params.dtype)
+    use_prox = center is not None and bool((rho_column != 0).any())
+    prox = (rho_column, center * center_scale) if use_prox else None
+    for _ in range(steps):
+        buffer.mul_(momentum)
+        heavy_ball_step(params, buffer, lr, weight_decay, prox, linear)
+    return params
+
+
+def fused_into(
+    layers: tuple[LinearLayer, ...],
+    buffer: torch.Tensor,
+    pairs: list[tuple[torch.Tensor, torch.Tensor]],
+    momentum: float,
+    batch_size: int,
+) -> torch.Tensor:
+    """`buffer` `[m, d]` <- momentum * buffer + grad f, the gradient accumulated in place from
+    the fused backward's (activation, delta) pairs; returns `buffer`."""
+    buffer.mul_(momentum)
+    for layer, (activation, delta) in zip(layers, pairs, strict=True):
+        weight, bias = layer.views(buffer)
+        weight.baddbmm_(delta.transpose(1, 2), activation, alpha=1.0 / batch_size)
+        bias.add_(delta.sum(dim=1), alpha=1.0 / batch_size)
+    return buffer
+
+
+def grads_into(
+    model: FlatModel, buffer: torch.Tensor, grads: dict[str, torch.Tensor], momentum: float
+) -> torch.Tensor:
+    """`buffer` `[m, d]` <- momentum * buffer + grad f (named gradients `[m, *shape]`)."""
+    buffer.mul_(momentum)
+    for name, view in _views(model, buffer).items():
+        view.add_(grads[name])
+    return buffer
+
+
+def heavy_ball_step(
+    rows: torch.Tensor,
+    buffer: torch.Tensor,
+    lr: float,
+    weight_decay: float,
+    prox: tuple[torch.Tensor | float, torch.Tensor] | None,
+    linear: torch.Tensor | None,
+) -> None:
+    """The rest of `torch.optim.SGD`'s step, in place, once `buffer` holds mu u + grad f(x):
+    u += linear + rho (x - v) + weight_decay x (all at the same x), then x <- x - lr u.
+    `prox`: (rho `[m, 1]` or a float, v `[m, d]`)."""
+    if prox is not None:
+        rho, anchor = prox
+        buffer.add_((rows - anchor).mul_(rho))
+    if linear is not None:
+        buffer.add_(linear)
+    if weight_decay != 0:
+        buffer.add_(rows, alpha=weight_decay)
+    rows.sub_(buffer, alpha=lr)
 
 
 def fused_logits(

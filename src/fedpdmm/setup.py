@@ -10,10 +10,10 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from fedpdmm import allocator, devices, resources
+from fedpdmm import allocator, devices, resources, topology
 from fedpdmm.build import build_algorithm, check_names
 from fedpdmm.config import Config
-from fedpdmm.data import Dataset, label_histogram, load_dataset, partition
+from fedpdmm.data import Dataset, label_histogram, load_dataset, partition, standardized
 from fedpdmm.local import ClientData
 from fedpdmm.models import FlatModel
 from fedpdmm.network import Network, build_network
@@ -88,14 +88,26 @@ def node_test_sample(config: Config, num_test: int) -> torch.Tensor | None:
     return order[:count].sort().values
 
 
-def build_data(config: Config, byzantine: torch.Tensor, data_dir: str | None) -> FederatedData:
-    """Load and partition the data (seeded), and draw the honest-loss sample and the root set."""
+def build_data(config: Config, network: Network, data_dir: str | None) -> FederatedData:
+    """Load (and, with `data.normalize`, standardise) and partition the data (seeded), and draw
+    the honest-loss sample and the root set. With `data.byzantine_data = false` only the
+    honest clients of `network` get data; with `data.partition = "communities"` labels are dealt
+    by the communities of its graph."""
+    byzantine = network.byzantine
     dataset = load_dataset(
         config.data.name,
         data_dir=data_dir or config.data.dir,
         seed=config.seed,
         **config.data.options,
     )
+    if config.data.normalize:
+        dataset = standardized(dataset)
+    holders = None
+    if not config.data.byzantine_data:
+        holders = (~byzantine).nonzero().flatten().tolist()
+    groups = None
+    if config.data.partition == "communities" and network.graph is not None:
+        groups = topology.communities(network.graph)
     parts = partition(
         dataset.y_train,
         config.data.num_clients,
@@ -104,6 +116,8 @@ def build_data(config: Config, byzantine: torch.Tensor, data_dir: str | None) ->
         alpha=config.data.alpha,
         min_size=config.data.min_size,
         shards_per_client=config.data.shards_per_client,
+        communities=groups,
+        holders=holders,
     )
     root = torch.randperm(len(dataset.y_train), generator=generator(config.seed, "root"))
     probe, node_probe = honest_train_sample(config, parts, byzantine)
@@ -137,7 +151,7 @@ def build_setup(config: Config, data_dir: str | None = None) -> Setup:
     network = build_network(config)
     for name in config.algorithms:
         build_algorithm(name, config, network)
-    data = build_data(config, network.byzantine, data_dir)
+    data = build_data(config, network, data_dir)
     dataset = data.dataset
     num_train = len(dataset.y_train)
     resources.check_root_size(config, num_train)

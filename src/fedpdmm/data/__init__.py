@@ -1,6 +1,6 @@
 """Datasets (real and synthetic), where their files are found, and client partitions."""
 
-from fedpdmm.data.datasets import DATASETS, Dataset, load_dataset
+from fedpdmm.data.datasets import DATASETS, Dataset, load_dataset, standardized
 from fedpdmm.data.locate import resolve_data_dir, user_cache_dir
 from fedpdmm.data.partition import PARTITIONS, label_histogram, partition
 
@@ -12,5 +12,6 @@ __all__ = [
     "load_dataset",
     "partition",
     "resolve_data_dir",
+    "standardized",
     "user_cache_dir",
 ]

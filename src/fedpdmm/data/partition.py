@@ -1,7 +1,10 @@
-"""Split a labelled dataset among clients: IID, Dirichlet label skew, label shards.
+"""Split a labelled dataset among clients: IID, Dirichlet label skew, label shards, label-sorted
+contiguous parts, and labels dealt by the communities of a graph.
 
 Every scheme returns one sorted int64 index tensor per client; the parts are disjoint and together
-cover every sample. All randomness comes from the `generator` argument.
+cover every sample. All randomness comes from the `generator` argument. `holders` splits the data
+over some clients only (the others get empty parts): the honest ones, when Byzantine clients
+hold no data (`data.byzantine_data = false`).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import torch
 
 from fedpdmm.errors import ConfigError, DataError
 
-PARTITIONS: tuple[str, ...] = ("iid", "dirichlet", "shards")
+PARTITIONS: tuple[str, ...] = ("iid", "dirichlet", "shards", "sorted", "communities")
 DIRICHLET_MAX_DRAWS = 100
 
 
@@ -26,16 +29,38 @@ def partition(
     alpha: float = 0.5,
     min_size: int = 1,
     shards_per_client: int = 2,
+    communities: list[list[int]] | None = None,
+    holders: list[int] | None = None,
 ) -> list[torch.Tensor]:
     """Indices of the samples of each client, under `scheme` (one of `PARTITIONS`).
 
     labels: int64 [N]. Returns `num_clients` sorted int64 tensors, disjoint, covering `0..N-1`.
-    `alpha` and `min_size` apply to "dirichlet", `shards_per_client` to "shards".
+    `alpha` and `min_size` apply to "dirichlet", `shards_per_client` to "shards", `communities`
+    (lists of clients) to "communities". `holders`: the clients that get data (None: all); the
+    others get empty parts and the scheme splits the data over the holders alone.
     """
     _check_labels(labels)
-    count = len(labels)
     if isinstance(num_clients, bool) or not isinstance(num_clients, int) or num_clients < 1:
         raise ConfigError(f"data.num_clients={num_clients!r} must be a positive integer")
+    if holders is not None and len(holders) < num_clients:
+        held = {client: k for k, client in enumerate(holders)}
+        groups = None
+        if communities is not None:
+            groups = [[held[c] for c in group if c in held] for group in communities]
+            groups = [group for group in groups if group]
+        parts = partition(
+            labels,
+            len(holders),
+            scheme,
+            generator=generator,
+            alpha=alpha,
+            min_size=min_size,
+            shards_per_client=shards_per_client,
+            communities=groups,
+        )
+        empty = torch.empty(0, dtype=torch.int64)
+        return [parts[held[k]] if k in held else empty for k in range(num_clients)]
+    count = len(labels)
     if num_clients > count:
         raise ConfigError(
             f"data.num_clients={num_clients} exceeds the {count} samples to split; "
@@ -66,6 +91,15 @@ def partition(
                 f"shards_per_client * num_clients ({num_clients}) <= {count} samples"
             )
         return shard_partition(labels, num_clients, shards_per_client, generator)
+    if scheme == "sorted":
+        return sorted_partition(labels, num_clients)
+    if scheme == "communities":
+        if communities is None:
+            raise ConfigError(
+                "data.partition='communities' needs a graph topology with communities "
+                "(e.g. topology.name='two_cliques')"
+            )
+        return community_partition(labels, num_clients, communities, generator)
     raise ConfigError(f"unknown data.partition={scheme!r}; choose one of {', '.join(PARTITIONS)}")
 
 
@@ -138,6 +172,51 @@ def shard_partition(
     shards = torch.tensor_split(by_label, num_shards)
     dealt = torch.randperm(num_shards, generator=generator).view(num_clients, shards_per_client)
     return [torch.cat([shards[s] for s in row.tolist()]).sort().values for row in dealt]
+
+
+def sorted_partition(labels: torch.Tensor, num_clients: int) -> list[torch.Tensor]:
+    """Label-sorted contiguous parts (the non-IID split of Karimireddy, He and Jaggi, ICLR 2022):
+    sort by label (ties in index order) and cut into `num_clients` contiguous parts whose sizes
+    differ by at most one. Deterministic: client k holds the k-th slice of the sorted labels."""
+    by_label = torch.sort(labels, stable=True).indices
+    return [part.sort().values for part in torch.tensor_split(by_label, num_clients)]
+
+
+def community_partition(
+    labels: torch.Tensor,
+    num_clients: int,
+    communities: list[list[int]],
+    generator: torch.Generator,
+) -> list[torch.Tensor]:
+    """Labels dealt by community: the classes, in order, are cut into as many contiguous groups
+    as there are communities (sizes differing by at most one), community g gets every sample of
+    its group of classes, split IID (a seeded permutation) over its members. With `two_cliques`
+    and ten classes one clique holds digits 0-4 and the other 5-9 (as in He, Karimireddy and
+    Jaggi's dumbbell experiments)."""
+    members = sorted(c for group in communities for c in group)
+    if members != list(range(num_clients)):
+        raise ConfigError(
+            f"the communities {communities} do not cover the {num_clients} clients exactly once"
+        )
+    classes = torch.unique(labels)
+    if len(communities) > len(classes):
+        raise ConfigError(
+            f"data.partition='communities' needs at least one class per community: "
+            f"{len(communities)} communities but {len(classes)} classes"
+        )
+    parts: list[torch.Tensor] = [torch.empty(0, dtype=torch.int64)] * num_clients
+    class_groups = torch.tensor_split(classes, len(communities))
+    for group, own_classes in zip(communities, class_groups, strict=True):
+        samples = torch.isin(labels, own_classes).nonzero().flatten()
+        if len(samples) < len(group):
+            raise ConfigError(
+                f"community {group} has {len(group)} clients but only {len(samples)} samples of "
+                f"its classes {own_classes.tolist()}; lower data.num_clients"
+            )
+        order = samples[torch.randperm(len(samples), generator=generator)]
+        for client, part in zip(group, torch.tensor_split(order, len(group)), strict=True):
+            parts[client] = part.sort().values
+    return parts
 
 
 def label_histogram(

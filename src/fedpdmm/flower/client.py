@@ -101,6 +101,9 @@ def build_model(config: Config, local: LocalData) -> FlatModel:
 MEMORY_KEYS = ("attacker.shadow", "attacker.echo")
 """A Byzantine client's memory (`fedpdmm.attacker`), kept beside its algorithm state."""
 
+VELOCITY_KEY = "local.velocity"
+"""The client's momentum buffer (`local.momentum`), kept beside its algorithm state."""
+
 
 def node_network(config: Config) -> Network:
     """The server's network as a node can know it: n clients, of which `num_byzantine` are
@@ -138,11 +141,12 @@ def client_round(
         data = data.with_labels(own, partial(attack.flip_labels, num_classes=local.num_classes))
     stored = dict(state or {})
     memory = {key: stored.pop(key) for key in list(stored) if key in MEMORY_KEYS}
+    velocity = stored.pop(VELOCITY_KEY, None)
     initial_state = algorithm.init(x0)
     initial = initial_state.nodes
     if state is None or request.reset:
         nodes = type(initial)(*(field[partition : partition + 1] for field in initial))
-        memory = {}
+        memory, velocity = {}, None
     else:
         nodes = type(initial)(**stored)
     downlink = request.downlink.reshape(1, -1)
@@ -154,6 +158,8 @@ def client_round(
         tracked = memory.get("attacker.echo", first)
         downlink = downlink + (shadow - tracked)
     nodes, problem = algorithm.receive(nodes, downlink)
+    if config.local.momentum != 0 and velocity is None:
+        velocity = torch.zeros_like(problem.start)
     trained = train(
         model,
         problem.start,
@@ -168,6 +174,9 @@ def client_round(
         center_scale=problem.center_scale,
         rho=problem.rho,
         linear=problem.linear,
+        momentum=config.local.momentum,
+        weight_decay=config.local.weight_decay,
+        velocity=velocity,
     )
     steps = None if request.steps is None else torch.tensor([request.steps])
     nodes = algorithm.finish(nodes, trained, steps=steps)
@@ -184,6 +193,8 @@ def client_round(
         request.round,
     )
     new_state = dict(nodes._asdict())
+    if velocity is not None:
+        new_state[VELOCITY_KEY] = velocity
     if honest_state:
         theta = algorithm.echo_relaxation
         new_state["attacker.shadow"] = torch.lerp(shadow, struck.honest_rows, theta)

@@ -145,11 +145,17 @@ def read_node_config(node_config: Mapping[str, Any], settings: RunSettings) -> N
 
 
 def check_deployable(config: Config) -> None:
-    """Refuse what the app cannot run: peer-to-peer topologies and omniscient attacks."""
+    """Refuse what the app cannot run: peer-to-peer topologies, omniscient attacks, and a split
+    over the honest clients only (a SuperNode's data cannot depend on who the others are)."""
     if config.decentralized:
         raise ConfigError(
             f"topology.name={config.topology.name!r} is a peer-to-peer run; the Flower app runs "
             'with a server only: set topology.name = "server"'
+        )
+    if not config.data.byzantine_data:
+        raise ConfigError(
+            "data.byzantine_data=false splits the data by the simulated Byzantine set, which "
+            "SuperNodes declare for themselves; set data.byzantine_data = true for Flower runs"
         )
     for name in config.attacks:
         cls = attack_library.REGISTRY.get(attack_library.ALIASES.get(name, name))

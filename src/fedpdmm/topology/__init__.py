@@ -16,6 +16,7 @@ from __future__ import annotations
 from fedpdmm.topology.edges import (
     EdgeIndex,
     algebraic_connectivity,
+    communities,
     edge_index,
     edge_list,
     isolated_honest,
@@ -31,6 +32,7 @@ __all__ = [
     "Topology",
     "algebraic_connectivity",
     "build",
+    "communities",
     "describe",
     "edge_index",
     "edge_list",

@@ -1,4 +1,5 @@
-"""Matrices and edge tables of a graph: Metropolis weights, spectral gap, the edge index."""
+"""Matrices and edge tables of a graph: Metropolis weights, spectral gap, the edge index, its
+communities."""
 
 from __future__ import annotations
 
@@ -21,6 +22,15 @@ def _num_nodes(graph: nx.Graph) -> int:
     if loops:
         raise ValueError(f"graph has self-loops, e.g. at node {loops[0][0]}; remove them")
     return n
+
+
+def communities(graph: nx.Graph) -> list[list[int]]:
+    """The graph's communities by greedy modularity maximisation (Clauset, Newman and Moore
+    2004; deterministic), each a sorted list of nodes, ordered by their smallest node. For
+    `two_cliques` these are the two cliques."""
+    _num_nodes(graph)
+    found = nx.community.greedy_modularity_communities(graph)
+    return sorted((sorted(int(node) for node in group) for group in found), key=lambda g: g[0])
 
 
 def edge_list(graph: nx.Graph) -> list[tuple[int, int]]:
