@@ -137,3 +137,10 @@ def test_runs_in_flight_together_compute_a_shared_combination_once(tmp_path: Pat
             point = (row["algorithm"], row["attack"], row["target"], row["round"])
             timings.setdefault(point, set()).add(row["wall_time"])
     assert timings and all(len(seen) == 1 for seen in timings.values()), timings
+
+
+def test_a_combination_computed_by_other_code_is_not_reused(monkeypatch):
+    """The key holds a hash of the package's sources: an edit without a version bump changes it."""
+    before = key(SERVER, ("pdmm", "none", "none"))
+    monkeypatch.setattr(reuse, "code_fingerprint", lambda: "edited")
+    assert key(SERVER, ("pdmm", "none", "none")) != before

@@ -6,13 +6,13 @@ messages (`Algorithm.has_echo` False: FedAvg, FedProx, SCAFFOLD, gossip) gives t
 under both attacker states. And a reproduction's experiments share some grid points (its c sweep
 holds the preset's c, its consensus experiment the unattacked runs of the claims).
 
-A combination's key is a hash of everything that decides its numbers: the fedpdmm version, the
-data folder given, and the config reduced to this one (algorithm, attack, target), with
-`attack.state` left out where it cannot matter. Nothing else is left out, so two keys are equal
-only when the configs agree on every other key. A run looks each of its combinations up in a
-folder of finished ones and stores the ones it computes. A reused combination has the stored
-rows: the same numbers as computing it again (tested), and the `wall_time` and `eval_time` of
-the run that computed it.
+A combination's key is a hash of everything that decides its numbers: the fedpdmm version and a
+hash of its source files (`code_fingerprint`), the data folder given, and the config reduced to
+this one (algorithm, attack, target), with `attack.state` left out where it cannot matter.
+Nothing else is left out, so two keys are equal only when the configs agree on every other key.
+A run looks each of its combinations up in a folder of finished ones and stores the ones it
+computes. A reused combination has the stored rows: the same numbers as computing it again
+(tested), and the `wall_time` and `eval_time` of the run that computed it.
 
 Runs in flight at the same time claim a combination before computing it (`claim`, a lock on
 `<key>.lock` that the system releases if the process dies): a run that finds a combination
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -68,9 +69,26 @@ def combination_key(
         section.pop("state", None)
     raw["attack"] = section
     folder = data_dir if data_dir is not None else os.environ.get(DATA_ENV, "")
-    payload = {"fedpdmm": __version__, "data_dir": str(folder), "config": raw}
+    payload = {
+        "fedpdmm": __version__,
+        "code": code_fingerprint(),
+        "data_dir": str(folder),
+        "config": raw,
+    }
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """A hash of the installed package's Python sources: a stored combination computed by other
+    code (an edit without a version bump, another checkout) is never reused."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def load(folder: Path, key: str) -> tuple[list[dict[str, Any]], str] | None:
