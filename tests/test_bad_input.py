@@ -570,7 +570,7 @@ def test_num_parameters_is_the_flat_model_dimension(model, shape, classes, hidde
 
 
 def test_num_parameters_refuses_what_the_models_refuse() -> None:
-    with pytest.raises(ConfigError, match="4x4"):
+    with pytest.raises(ConfigError, match="shrinks 3x8 images to nothing"):
         resources.num_parameters("cnn", (1, 3, 8), 10, ())
     with pytest.raises(ConfigError, match=r"model\.name"):
         resources.num_parameters("resnet", (1, 8, 8), 10, ())

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from fedpdmm.local import ClientData, batch_positions, evaluate, linear_relu_layers, train
-from fedpdmm.models import FlatModel
+from fedpdmm.models import ConvSpec, FlatModel
 from fedpdmm.seeding import generator
 
 CLIENTS = 4
@@ -65,7 +65,7 @@ def naive_float64(
 
 
 def modes_of(name: str) -> list[str]:
-    return ["auto", "vmap", "loop"] + (["fused"] if name != "cnn" else [])
+    return ["auto", "batched", "vmap", "loop"] + (["fused"] if name != "cnn" else [])
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -153,6 +153,79 @@ def test_momentum_and_weight_decay_equal_torch_sgd(name: str, momentum: float, d
         torch.testing.assert_close(got.double(), first, atol=5e-5, rtol=1e-5, msg=mode)
         got = train(model, got, data, clients, 3, seed=0, **kwargs, **terms, **options)
         torch.testing.assert_close(got.double(), second, atol=5e-5, rtol=1e-5, msg=mode)
+
+
+DROPOUT_NET = ((5,), ConvSpec((3, 4), 3, 1, "last", (0.3, 0.5)))
+
+
+def naive_dropout_net(model, start, data, clients, round_index, *, steps, batch_size, lr):
+    """Client after client in float64 with autograd, the dropout masks drawn in the documented
+    order from `(seed 0, "dropout", client, round)`: per step, the conv-stack mask `[B, C, H, W]`
+    then the hidden layer's `[B, 5]`."""
+    positions = batch_positions(data, clients, round_index, steps, batch_size, seed=0)
+    rows = []
+    for row, x in enumerate(start.double()):
+        gen = generator(0, "dropout", int(clients[row]), round_index)
+        for step in range(steps):
+            batch = positions[row, step]
+            inputs = data.features[data.sample_index[batch]].double()
+            x = x.detach().requires_grad_(True)
+            p = model.unflatten(x)
+            h = F.relu(F.conv2d(inputs, p["0.weight"], p["0.bias"], padding=1))
+            h = F.max_pool2d(F.relu(F.conv2d(h, p["2.weight"], p["2.bias"], padding=1)), 2)
+            h = h * ((torch.rand(h.shape, generator=gen) < 0.7).double() / 0.7)
+            h = F.relu(F.linear(h.flatten(1), p["7.weight"], p["7.bias"]))
+            h = h * ((torch.rand(h.shape, generator=gen) < 0.5).double() / 0.5)
+            logits = F.linear(h, p["10.weight"], p["10.bias"])
+            loss = F.cross_entropy(logits, data.labels[batch])
+            (gradient,) = torch.autograd.grad(loss, x)
+            x = x - lr * gradient
+        rows.append(x.detach())
+    return torch.stack(rows)
+
+
+def test_dropout_masks_follow_each_clients_own_stream() -> None:
+    """The batched path with dropout equals a naive loop with the documented masks, a client
+    alone trains as among all, and evaluation never drops."""
+    model = FlatModel.build("cnn", SHAPE, CLASSES, *DROPOUT_NET)
+    assert [type(m).__name__ for m in model.module][5:11] == [
+        "Dropout",
+        "Flatten",
+        "Linear",
+        "ReLU",
+        "Dropout",
+        "Linear",
+    ]
+    data = toy_data()
+    start, _, _ = problem(model)
+    clients = torch.arange(CLIENTS)
+    kwargs = dict(steps=3, batch_size=5, lr=0.1)
+    expected = naive_dropout_net(model, start, data, clients, 2, **kwargs)
+    got = train(model, start, data, clients, 2, seed=0, **kwargs)
+    torch.testing.assert_close(got.double(), expected, atol=2e-5, rtol=1e-5)
+    alone = train(model, start[2:3], data, clients[2:3], 2, seed=0, **kwargs)
+    torch.testing.assert_close(alone[0], got[2], atol=1e-6, rtol=1e-6)
+    plain = FlatModel.build("cnn", SHAPE, CLASSES, DROPOUT_NET[0], ConvSpec((3, 4), 3, 1, "last"))
+    assert not torch.allclose(train(plain, start, data, clients, 2, seed=0, **kwargs), got)
+    inputs = data.features[:20]
+    accuracy, loss = evaluate(model, got, inputs, data.labels[:20])
+    plain_accuracy, plain_loss = evaluate(plain, got, inputs, data.labels[:20])
+    assert torch.equal(accuracy, plain_accuracy) and torch.equal(loss, plain_loss)
+    for mode in ("loop", "vmap"):
+        with pytest.raises(ValueError, match="dropout"):
+            train(model, start, data, clients, 2, seed=0, mode=mode, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("hidden", "conv", "dim"),
+    [
+        ((120, 84), ConvSpec(), 107_786),  # LeNet-5 on MNIST, as before
+        ((128,), ConvSpec((32, 64), 3, 0, "last", (0.25, 0.5)), 1_199_882),  # PyTorch's example
+        ((500,), ConvSpec((20, 50), 5, 0, "each"), 431_080),  # ByzFL's cnn_mnist
+    ],
+)
+def test_the_peers_networks_are_configs(hidden, conv, dim) -> None:
+    assert FlatModel.build("cnn", (1, 28, 28), 10, hidden, conv).dim == dim
 
 
 def test_momentum_needs_its_buffer() -> None:
@@ -289,7 +362,7 @@ def test_bad_arguments_name_the_value() -> None:
     start, center, _ = problem(model)
     clients = torch.arange(CLIENTS)
     kwargs = dict(steps=1, batch_size=2, lr=0.1, seed=0)
-    with pytest.raises(ValueError, match=r"mode='fast' .* auto, fused, vmap, loop"):
+    with pytest.raises(ValueError, match=r"mode='fast' .* auto, fused, batched, vmap, loop"):
         train(model, start, data, clients, 1, mode="fast", **kwargs)
     with pytest.raises(ValueError, match="mode='fused' needs a Linear/ReLU model"):
         train(model, start, data, clients, 1, mode="fused", **kwargs)

@@ -69,17 +69,55 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    name: Literal["logreg", "mlp", "cnn"] = "mlp"
-    hidden: list[int] = Field(default_factory=lambda: [200])
+    """`hidden`: hidden linear widths (None: [200] for `mlp`, [120, 84] for `cnn`). The `cnn`
+    keys (`fedpdmm.models.ConvSpec`): `channels` conv widths, `kernel`, `padding` (None:
+    kernel // 2), `pool` ("each": a 2x2 max-pool after every convolution, "last": after the
+    last), `dropout` (after the convolutions, then after each hidden layer; one value or one per
+    place)."""
 
-    @field_validator("hidden")
+    name: Literal["logreg", "mlp", "cnn"] = "mlp"
+    hidden: list[int] | None = None
+    channels: list[int] = Field(default_factory=lambda: [6, 16])
+    kernel: Int64 = Field(5, ge=1, le=64)
+    padding: Int64 | None = Field(None, ge=0, le=64)
+    pool: Literal["each", "last"] = "each"
+    dropout: float | list[float] = 0.0
+
+    @field_validator("hidden", "channels")
     @classmethod
-    def _positive(cls, hidden: list[int]) -> list[int]:
+    def _positive(cls, hidden: list[int] | None) -> list[int] | None:
+        if hidden is None:
+            return hidden
         if any(h < 1 for h in hidden):
-            raise ValueError("every hidden size must be >= 1")
+            raise ValueError("every size must be >= 1")
         if any(h > MAX_HIDDEN for h in hidden):
-            raise ValueError(f"every hidden size must be at most {MAX_HIDDEN:,}")
+            raise ValueError(f"every size must be at most {MAX_HIDDEN:,}")
         return hidden
+
+    @field_validator("channels")
+    @classmethod
+    def _some_channels(cls, channels: list[int]) -> list[int]:
+        if not channels:
+            raise ValueError("give at least one convolution width")
+        return channels
+
+    @field_validator("dropout")
+    @classmethod
+    def _probabilities(cls, dropout: float | list[float]) -> float | list[float]:
+        values = dropout if isinstance(dropout, list) else [dropout]
+        if not values or any(not 0 <= p < 1 for p in values):
+            raise ValueError("dropout probabilities must be in [0, 1)")
+        return dropout
+
+    def conv(self):
+        """The `fedpdmm.models.ConvSpec` of these keys."""
+        from fedpdmm.models import ConvSpec
+
+        dropout = self.dropout if isinstance(self.dropout, list) else [self.dropout]
+        return ConvSpec(tuple(self.channels), self.kernel, self.padding, self.pool, tuple(dropout))
+
+    def widths(self) -> tuple[int, ...] | None:
+        return None if self.hidden is None else tuple(self.hidden)
 
 
 class LocalConfig(_Section):

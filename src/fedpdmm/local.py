@@ -11,10 +11,14 @@ Three execution paths take the same steps (equal up to float rounding, see `test
   (`baddbmm_`); clients go in chunks of about `FUSED_CHUNK_BYTES` of parameters, each chunk taking
   all K steps while its parameters stay in cache, and the prox term is one in-place interpolation
   x <- x + lr rho (v - x) before the gradient is subtracted;
+- `batched`, for stacks of convolutions, ReLU, 2x2 max-pooling, dropout and linear layers
+  (every `cnn`): one grouped convolution over all clients' models per layer and batched matrix
+  products, with autograd (`fedpdmm.batched`); the only path that applies dropout, from each
+  client's seeded stream;
 - `vmap`: `torch.func.vmap` of `torch.func.grad` across all clients at once (any model);
 - `loop`: `torch.func.grad` for one client after another, each taking all K steps (any model).
-`auto` (the default) picks `fused` where it applies, else `loop` for models with convolutions (vmap
-turns them into slow grouped convolutions) and `vmap` for the rest.
+`auto` (the default) picks `fused` where it applies, else `batched` for models with convolutions
+and `vmap` for the rest.
 
 Measured with `benchmarks/throughput.py` (1 thread, 2 shared busy cores; samples/s, medians;
 batch 64) at 10 | 100 clients. MNIST MLP 784-200-10: fused 50.7k | 52.9k, vmap 30.6k | 35.4k,
@@ -37,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from fedpdmm import batched
 from fedpdmm.aggregators._kernels import finite_rows
 from fedpdmm.models import FlatModel
 from fedpdmm.seeding import generator
@@ -107,8 +112,8 @@ def batch_positions(
     return torch.stack(rows).to(data.sample_index.device)
 
 
-Mode = Literal["auto", "fused", "vmap", "loop"]
-MODES = ("auto", "fused", "vmap", "loop")
+Mode = Literal["auto", "fused", "batched", "vmap", "loop"]
+MODES = ("auto", "fused", "batched", "vmap", "loop")
 
 FUSED_CHUNK_BYTES = 2 * 2**20
 """`fused` trains together clients with this many parameter bytes (kept in cache) per thread^2.
@@ -217,6 +222,14 @@ def _has_convolution(model: FlatModel) -> bool:
     return any(isinstance(module, convolutions) for module in model.module.modules())
 
 
+def _has_dropout(model: FlatModel) -> bool:
+    return any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.module.modules())
+
+
+BATCHED_CHUNK = 1 << 30
+"""`batched` trains this many clients' grouped convolutions at once."""
+
+
 def _rho_column(rho: torch.Tensor | float, count: int, dtype: torch.dtype) -> torch.Tensor:
     values = torch.as_tensor(rho, dtype=dtype).reshape(-1, 1)
     if len(values) not in (1, count):
@@ -295,6 +308,16 @@ def train(
         raise ValueError(
             "mode='fused' needs a Linear/ReLU model (logreg, mlp); use 'vmap' or 'loop'"
         )
+    drops = _has_dropout(model)
+    if drops and mode not in ("auto", "batched"):
+        raise ValueError(f"mode={mode!r} cannot apply dropout; use 'batched' (or 'auto')")
+    stack = None
+    if mode == "batched" or (mode == "auto" and layers is None and _has_convolution(model)):
+        stack = batched.stack_layers(model)
+        if stack is None and mode == "batched":
+            raise ValueError("mode='batched' needs a stack of Conv2d/ReLU/MaxPool2d/Linear layers")
+        if stack is not None:
+            mode = "batched"
     params = start.clone(memory_format=torch.contiguous_format)
     count = params.shape[0]
     heavy_ball = momentum != 0 or weight_decay != 0
@@ -348,8 +371,13 @@ def train(
     if layers is not None:
         chunk_bytes = FUSED_CHUNK_BYTES * torch.get_num_threads() ** 2
         chunk = max(1, chunk_bytes // (params.shape[1] * params.element_size()))
+    elif mode == "batched":
+        chunk = BATCHED_CHUNK
     else:
         chunk = 1 if mode == "loop" else count
+    dropout = None
+    if drops:
+        dropout = batched.DropoutMasks(clients.tolist(), seed, round_index, params.device)
     loss_grad = grad(_loss_of_views(model))
     batched_grad = vmap(loss_grad)
     flat_features = data.features.reshape(len(data.features), -1)
@@ -377,8 +405,12 @@ def train(
                 batch_inputs = _gather(flat_features, data, chunk_positions[:, step])
             inputs = batch_inputs.to(params.dtype)
             labels = chunk_labels[:, step]
+            flat_grad = None
             if views is not None:
                 pairs = fused_gradients(layers, rows, inputs, labels, views)
+            elif mode == "batched":
+                masks = None if dropout is None else dropout.rows(first, len(rows))
+                flat_grad = batched.gradients(stack, rows, inputs, labels, masks)
             elif mode == "loop":
                 singles = loss_grad(model.unflatten(rows[0]), inputs[0], labels[0])
                 grads = {name: value.unsqueeze(0) for name, value in singles.items()}
@@ -389,6 +421,8 @@ def train(
                 shift = None if linear is None else linear[first : first + chunk]
                 if views is not None:
                     gradient = fused_into(layers, buffer, pairs, momentum, batch_size)
+                elif flat_grad is not None:
+                    gradient = buffer.mul_(momentum).add_(flat_grad)
                 else:
                     gradient = grads_into(model, buffer, grads, momentum)
                 heavy_ball_step(rows, gradient, lr, weight_decay, prox, shift)
@@ -401,6 +435,8 @@ def train(
                 for (weight, bias), (activation, delta) in zip(views, pairs, strict=True):
                     weight.baddbmm_(delta.transpose(1, 2), activation, alpha=-lr / batch_size)
                     bias.add_(delta.sum(dim=1), alpha=-lr / batch_size)
+            elif flat_grad is not None:
+                rows.sub_(flat_grad, alpha=lr)
             else:
                 for name, view in _views(model, rows).items():
                     view.sub_(grads[name], alpha=lr)

@@ -1,4 +1,5 @@
-"""Models as flat parameter vectors: logistic regression, MLP and a small LeNet-style CNN.
+"""Models as flat parameter vectors: logistic regression, MLP and configurable CNNs (LeNet-5 by
+default).
 
 Everything outside this module (and `local.py`) sees a model as a flat float32 tensor `[d]` and many
 models as `[n, d]`. `FlatModel` is the boundary: it lays the module's parameters out in one vector,
@@ -23,49 +24,89 @@ from fedpdmm.errors import ConfigError
 MODELS = ("logreg", "mlp", "cnn")
 
 
-def _lenet(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
-    """LeNet-5 style: two 5x5 convolutions (6 and 16 channels) with 2x2 max pooling, then 120-84.
+@dataclass(frozen=True)
+class ConvSpec:
+    """The convolutional part of `cnn`: `channels` conv widths with `kernel` x `kernel` filters
+    and `padding` (None: kernel // 2, which keeps the size for odd kernels), each followed by a
+    ReLU; a 2x2 max-pool after every convolution (`pool = "each"`) or after the last one
+    (`"last"`). `dropout`: the drop probability after the convolutions, then after each hidden
+    linear layer (one value for all places, or one per place; the last value repeats).
 
-    Padding 2 on the first convolution keeps small inputs usable: 8x8 digits give 2x2 feature maps,
-    28x28 gives 7x7 (after the second convolution, also padded), 64x64 gives 16x16.
+    The default is LeNet-5: channels (6, 16), 5x5 with padding 2, pooling after each, hidden
+    (120, 84). Karimireddy, He and Jaggi's MNIST network (PyTorch's MNIST example) is channels
+    (32, 64), kernel 3, padding 0, pool "last", hidden (128,), dropout (0.25, 0.5).
     """
+
+    channels: tuple[int, ...] = (6, 16)
+    kernel: int = 5
+    padding: int | None = None
+    pool: str = "each"
+    dropout: tuple[float, ...] = (0.0,)
+
+    def dropout_at(self, place: int) -> float:
+        return self.dropout[min(place, len(self.dropout) - 1)] if self.dropout else 0.0
+
+    @property
+    def has_dropout(self) -> bool:
+        return any(p > 0 for p in self.dropout)
+
+
+DEFAULT_HIDDEN = {"mlp": (200,), "cnn": (120, 84)}
+
+
+def _conv_net(
+    input_shape: tuple[int, int, int], num_classes: int, hidden: Sequence[int], conv: ConvSpec
+) -> nn.Module:
+    """`conv`'s convolutions and pooling, then the hidden linear layers (ReLU), then the output
+    layer; `nn.Dropout` where `conv.dropout` puts one (identity unless trained by the batched
+    path, which draws the masks from seeded generators)."""
     channels, height, width = input_shape
-    if min(height, width) < 4:
-        raise ConfigError(
-            f"model.name='cnn' needs images of at least 4x4 pixels, got {height}x{width}; "
-            "use 'mlp' or 'logreg' for this dataset"
-        )
-    features = nn.Sequential(
-        nn.Conv2d(channels, 6, 5, padding=2),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5, padding=2),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-    )
-    flat = 16 * (height // 4) * (width // 4)
-    return nn.Sequential(
-        features,
-        nn.Flatten(),
-        nn.Linear(flat, 120),
-        nn.ReLU(),
-        nn.Linear(120, 84),
-        nn.ReLU(),
-        nn.Linear(84, num_classes),
-    )
+    padding = conv.kernel // 2 if conv.padding is None else conv.padding
+    layers: list[nn.Module] = []
+    size = (height, width)
+    count = len(conv.channels)
+    for index, out_channels in enumerate(conv.channels):
+        layers += [nn.Conv2d(channels, out_channels, conv.kernel, padding=padding), nn.ReLU()]
+        size = tuple(s + 2 * padding - conv.kernel + 1 for s in size)
+        if conv.pool == "each" or index == count - 1:
+            layers.append(nn.MaxPool2d(2))
+            size = tuple(s // 2 for s in size)
+        if min(size) < 1:
+            raise ConfigError(
+                f"model.name='cnn' with channels {list(conv.channels)}, kernel {conv.kernel}, "
+                f"padding {padding} and pool {conv.pool!r} shrinks {height}x{width} images to "
+                "nothing; use fewer convolutions, padding, pool='last', or 'mlp'"
+            )
+        channels = out_channels
+    if conv.dropout_at(0) > 0:
+        layers.append(nn.Dropout(conv.dropout_at(0)))
+    layers.append(nn.Flatten())
+    width_in = channels * size[0] * size[1]
+    for place, units in enumerate(hidden, start=1):
+        layers += [nn.Linear(width_in, units), nn.ReLU()]
+        if conv.dropout_at(place) > 0:
+            layers.append(nn.Dropout(conv.dropout_at(place)))
+        width_in = units
+    layers.append(nn.Linear(width_in, num_classes))
+    return nn.Sequential(*layers)
 
 
 def build_module(
     name: str,
     input_shape: tuple[int, int, int],
     num_classes: int,
-    hidden: Sequence[int] = (200,),
+    hidden: Sequence[int] | None = None,
+    conv: ConvSpec | None = None,
 ) -> nn.Module:
-    """The `nn.Module` for `name`, built on the meta device (its parameters hold no data)."""
+    """The `nn.Module` for `name`, built on the meta device (its parameters hold no data), in
+    eval mode (its dropout layers are the identity when evaluated). `hidden` None: the model's
+    default widths (`DEFAULT_HIDDEN`)."""
     inputs = math.prod(input_shape)
+    if hidden is None:
+        hidden = DEFAULT_HIDDEN.get(name, ())
     with torch.device("meta"):
         if name == "logreg":
-            return nn.Sequential(nn.Flatten(), nn.Linear(inputs, num_classes))
+            return nn.Sequential(nn.Flatten(), nn.Linear(inputs, num_classes)).eval()
         if name == "mlp":
             layers: list[nn.Module] = [nn.Flatten()]
             width = inputs
@@ -73,9 +114,9 @@ def build_module(
                 layers += [nn.Linear(width, size), nn.ReLU()]
                 width = size
             layers.append(nn.Linear(width, num_classes))
-            return nn.Sequential(*layers)
+            return nn.Sequential(*layers).eval()
         if name == "cnn":
-            return _lenet(input_shape, num_classes)
+            return _conv_net(input_shape, num_classes, hidden, conv or ConvSpec()).eval()
     raise ConfigError(f"unknown model.name {name!r}; choose one of {', '.join(MODELS)}")
 
 
@@ -95,9 +136,10 @@ class FlatModel:
         name: str,
         input_shape: tuple[int, int, int],
         num_classes: int,
-        hidden: Sequence[int] = (200,),
+        hidden: Sequence[int] | None = None,
+        conv: ConvSpec | None = None,
     ) -> FlatModel:
-        module = build_module(name, input_shape, num_classes, hidden)
+        module = build_module(name, input_shape, num_classes, hidden, conv)
         names, shapes, offsets = [], [], []
         offset = 0
         for param_name, param in module.named_parameters():

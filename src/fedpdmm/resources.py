@@ -9,14 +9,13 @@ available memory with a one-line `ConfigError`, instead of an allocator tracebac
 from __future__ import annotations
 
 import contextlib
-import itertools
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from fedpdmm.config import Config
 from fedpdmm.errors import ConfigError
+from fedpdmm.models import ConvSpec, build_module
 
 FLOAT_BYTES = 4
 NODE_COPIES = 10
@@ -36,33 +35,13 @@ def num_parameters(
     model_name: str,
     input_shape: Sequence[int],
     num_classes: int,
-    hidden: Sequence[int] = (200,),
+    hidden: Sequence[int] | None = None,
+    conv: ConvSpec | None = None,
 ) -> int:
-    """d of `fedpdmm.models.FlatModel.build(...)` from the layer sizes alone (nothing allocated).
-
-    `input_shape` is (C, H, W); the architectures are those of `fedpdmm.models`.
-    """
-    inputs = math.prod(input_shape)
-    if model_name == "logreg":
-        return _linear(inputs, num_classes)
-    if model_name == "mlp":
-        widths = [inputs, *hidden, num_classes]
-        return sum(_linear(a, b) for a, b in itertools.pairwise(widths))
-    if model_name == "cnn":
-        channels, height, width = input_shape
-        if min(height, width) < 4:
-            raise ConfigError(
-                f"model.name='cnn' needs images of at least 4x4 pixels, got {height}x{width}; "
-                "use 'mlp' or 'logreg' for this dataset"
-            )
-        convolutions = (channels * 25 + 1) * 6 + (6 * 25 + 1) * 16
-        flat = 16 * (height // 4) * (width // 4)
-        return convolutions + _linear(flat, 120) + _linear(120, 84) + _linear(84, num_classes)
-    raise ConfigError(f"unknown model.name {model_name!r}; choose one of logreg, mlp, cnn")
-
-
-def _linear(inputs: int, outputs: int) -> int:
-    return inputs * outputs + outputs
+    """d of `fedpdmm.models.FlatModel.build(...)`, counted on the meta device (nothing is
+    allocated, whatever the layer sizes); the models' own errors for impossible shapes."""
+    module = build_module(model_name, tuple(input_shape), num_classes, hidden, conv)
+    return sum(parameter.numel() for parameter in module.parameters())
 
 
 def state_bytes(config: Config, num_parameters: int, num_edges: int = 0) -> int:

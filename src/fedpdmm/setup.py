@@ -137,7 +137,9 @@ def build_data(config: Config, network: Network, data_dir: str | None) -> Federa
 
 def build_model(config: Config, input_shape, num_classes: int) -> tuple[FlatModel, torch.Tensor]:
     """The flat model and its seeded initial vector `[d]`."""
-    model = FlatModel.build(config.model.name, input_shape, num_classes, config.model.hidden)
+    model = FlatModel.build(
+        config.model.name, input_shape, num_classes, config.model.widths(), config.model.conv()
+    )
     return model, model.init(generator(config.seed, "model-init"))
 
 
@@ -158,7 +160,11 @@ def build_setup(config: Config, data_dir: str | None = None) -> Setup:
     resources.check_memory(
         config,
         resources.num_parameters(
-            config.model.name, dataset.input_shape, dataset.num_classes, config.model.hidden
+            config.model.name,
+            dataset.input_shape,
+            dataset.num_classes,
+            config.model.widths(),
+            config.model.conv(),
         ),
         num_train,
         num_edges=None if network.edges is None else network.edges.num_directed_edges,

@@ -94,7 +94,11 @@ def client_data(local: LocalData, partition: int, num_clients: int) -> ClientDat
 
 def build_model(config: Config, local: LocalData) -> FlatModel:
     return FlatModel.build(
-        config.model.name, local.input_shape, local.num_classes, config.model.hidden
+        config.model.name,
+        local.input_shape,
+        local.num_classes,
+        config.model.widths(),
+        config.model.conv(),
     )
 
 

@@ -1,0 +1,182 @@
+"""Many models of one layer stack at once: the `batched` training path of `fedpdmm.local`.
+
+A stack is a `Sequential` of `Conv2d` (stride 1, one group, with bias), `ReLU`, 2x2 `MaxPool2d`,
+`Dropout`, `Flatten` and `Linear` (with bias): every `cnn` of `fedpdmm.models`, the MLPs and
+logistic regression. For m models (the rows of `[m, d]`) on their own batches `[m, B, C, H, W]`,
+each model's convolution is its own call (measured 1.5 to 3 times faster on the CPU than one
+grouped convolution over all models), pooling, ReLU and dropout act on all models in one call,
+and the linear layers are batched matrix products `[m, B, in] x [m, in, out]`. One autograd
+pass gives the gradient of the sum of the models' mean losses, whose row k is model k's
+gradient (the models share no parameter).
+
+Dropout is applied with masks drawn from one seeded generator per client and round
+(`(seed, "dropout", client, round)`), so a client draws the same masks alone on a Flower node as
+among all clients here; evaluation never drops (the modules are in eval mode).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fedpdmm.models import FlatModel
+from fedpdmm.seeding import generator
+
+__all__ = ["DropoutMasks", "Layer", "gradients", "logits", "stack_layers"]
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer of a stack: `kind` in conv, linear, relu, pool, dropout, flatten; where its
+    weight and bias lie in the flat vector, its weight shape, padding and drop probability."""
+
+    kind: str
+    weight: int = 0
+    bias: int = 0
+    shape: tuple[int, ...] = ()
+    padding: int = 0
+    p: float = 0.0
+
+    def weights(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weights `[m, *shape]` and biases `[m, out]` of this layer inside `rows`."""
+        size = 1
+        for extent in self.shape:
+            size *= extent
+        weight = rows[:, self.weight : self.weight + size].reshape(-1, *self.shape)
+        return weight, rows[:, self.bias : self.bias + self.shape[0]]
+
+
+def stack_layers(model: FlatModel) -> tuple[Layer, ...] | None:
+    """The layers of `model` if it is a stack this module can batch (see the module docstring),
+    else None."""
+    offsets = dict(zip(model.names, model.offsets, strict=True))
+    layers = []
+    for name, module in model.module.named_modules():
+        if list(module.children()):
+            continue
+        kind = type(module)
+        if kind is nn.Conv2d:
+            plain = (
+                module.stride == (1, 1)
+                and module.dilation == (1, 1)
+                and module.groups == 1
+                and module.bias is not None
+                and isinstance(module.padding, tuple)
+                and module.padding[0] == module.padding[1]
+                and module.padding_mode == "zeros"
+            )
+            if not plain:
+                return None
+            shape = tuple(module.weight.shape)
+            layers.append(
+                Layer(
+                    "conv",
+                    offsets[f"{name}.weight"],
+                    offsets[f"{name}.bias"],
+                    shape,
+                    module.padding[0],
+                )
+            )
+        elif kind is nn.Linear:
+            if module.bias is None:
+                return None
+            shape = (module.out_features, module.in_features)
+            layers.append(
+                Layer("linear", offsets[f"{name}.weight"], offsets[f"{name}.bias"], shape)
+            )
+        elif kind is nn.ReLU:
+            layers.append(Layer("relu"))
+        elif kind is nn.MaxPool2d:
+            if module.kernel_size not in (2, (2, 2)) or module.stride not in (2, (2, 2)):
+                return None
+            if module.padding not in (0, (0, 0)) or module.ceil_mode:
+                return None
+            layers.append(Layer("pool"))
+        elif kind is nn.Dropout:
+            layers.append(Layer("dropout", p=float(module.p)))
+        elif kind is nn.Flatten:
+            layers.append(Layer("flatten"))
+        else:
+            return None
+    return tuple(layers)
+
+
+MaskSource = Callable[[int, Layer, tuple[int, ...]], torch.Tensor]
+"""`masks(position, layer, shape)` -> `[m, *shape]`: the scaled keep-masks of dropout layer
+`layer` (the `position`-th layer of the stack) for every model, `shape` one model's activation."""
+
+
+def logits(
+    layers: tuple[Layer, ...],
+    rows: torch.Tensor,
+    inputs: torch.Tensor,
+    masks: MaskSource | None = None,
+) -> torch.Tensor:
+    """Logits `[m, B, classes]` of the m models `rows` `[m, d]` on their inputs
+    `[m, B, C, H, W]`; dropout only where `masks` gives masks (None: evaluation)."""
+    count, batch = inputs.shape[0], inputs.shape[1]
+    x = inputs
+    for position, layer in enumerate(layers):
+        if layer.kind == "conv":
+            weight, bias = layer.weights(rows)
+            x = torch.stack(
+                [F.conv2d(x[k], weight[k], bias[k], padding=layer.padding) for k in range(count)]
+            )
+        elif layer.kind == "relu":
+            x = F.relu(x)
+        elif layer.kind == "pool":
+            x = F.max_pool2d(x.flatten(0, 1), 2).unflatten(0, (count, batch))
+        elif layer.kind == "flatten":
+            x = x.reshape(count, batch, -1)
+        elif layer.kind == "dropout":
+            if masks is not None and layer.p > 0:
+                x = x * masks(position, layer, tuple(x.shape[1:]))
+        elif layer.kind == "linear":
+            if x.dim() > 3:
+                x = x.reshape(count, batch, -1)
+            weight, bias = layer.weights(rows)
+            x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+    return x
+
+
+def gradients(
+    layers: tuple[Layer, ...],
+    rows: torch.Tensor,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    masks: MaskSource | None = None,
+) -> torch.Tensor:
+    """`[m, d]`: row k is the gradient of model k's mean cross-entropy on its batch
+    (`inputs` `[m, B, ...]`, `labels` `[m, B]`)."""
+    leaf = rows.detach().requires_grad_(True)
+    with torch.enable_grad():
+        out = logits(layers, leaf, inputs, masks)
+        loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), labels.reshape(-1), reduction="sum")
+        (grad,) = torch.autograd.grad(loss / inputs.shape[1], leaf)
+    return grad
+
+
+class DropoutMasks:
+    """The dropout masks of some clients in one round: client k's come, in order of use, from
+    `generator(seed, "dropout", k, round)`, whatever the other clients."""
+
+    def __init__(self, clients: list[int], seed: int, round_index: int, device=None) -> None:
+        self.generators = [generator(seed, "dropout", client, round_index) for client in clients]
+        self.device = device
+
+    def rows(self, first: int, count: int) -> MaskSource:
+        """The mask source of the clients `first .. first + count - 1` (a chunk)."""
+
+        def source(position: int, layer: Layer, shape: tuple[int, ...]) -> torch.Tensor:
+            keep = 1.0 - layer.p
+            masks = [
+                (torch.rand(shape, generator=gen, device=gen.device) < keep).float() / keep
+                for gen in self.generators[first : first + count]
+            ]
+            return torch.stack(masks).to(self.device)
+
+        return source
