@@ -175,3 +175,248 @@ def test_dumbbell_cliques_hold_different_labels():
 def test_communities_need_a_graph():
     with pytest.raises(ConfigError, match="graph"):
         load(None, ['data.partition="communities"'])
+
+
+def test_the_bucketing_papers_network_runs_from_a_config_and_repeats_exactly():
+    config = load(
+        None,
+        [
+            'model.name="cnn"',
+            "model.channels=[8, 16]",
+            "model.kernel=3",
+            "model.padding=0",
+            'model.pool="last"',
+            "model.hidden=[32]",
+            "model.dropout=[0.25, 0.5]",
+            "data.num_clients=4",
+            "rounds=2",
+            "local.steps=2",
+            "local.momentum=0.9",
+            'attacks=["none"]',
+            'algorithms=["fedavg"]',
+        ],
+    )
+    setup = build_setup(config)
+    assert [type(m).__name__ for m in setup.model.module].count("Dropout") == 2
+    _, results = run(config)
+    _, again = run(config)
+    assert results[0].status == "ok"
+    assert [r["test_loss"] for r in results[0].rows] == [r["test_loss"] for r in again[0].rows]
+
+
+@pytest.mark.parametrize(
+    "assignment",
+    [
+        "model.dropout=1",
+        "model.dropout=[0.5, -0.1]",
+        "model.channels=[]",
+        "model.channels=[0]",
+        "model.kernel=0",
+        "model.padding=-1",
+        'model.pool="avg"',
+        "model.hidden=[0]",
+    ],
+)
+def test_bad_model_settings_name_the_key(assignment):
+    with pytest.raises(ConfigError, match="model"):
+        load(None, [assignment])
+
+
+def test_a_network_that_shrinks_images_to_nothing_is_refused_before_training():
+    config = load(None, ['model.name="cnn"', "model.channels=[4, 4, 4]", "model.padding=0"])
+    with pytest.raises(ConfigError, match="shrinks 8x8 images to nothing"):
+        build_setup(config)
+
+
+# ---------------------------------------------------------------------------------------------
+# the peers' attack and defence conventions
+# ---------------------------------------------------------------------------------------------
+
+
+def test_centered_clipping_can_start_from_the_previous_aggregate():
+    """`start = "previous"`: round t's clipping starts from round t-1's aggregated difference
+    (Karimireddy et al.'s server memory), `"base"` from the zero difference."""
+    from fedpdmm import aggregators
+    from fedpdmm.algorithms.base import CombineContext
+    from fedpdmm.build import build_algorithm
+
+    def fedavg(start: str):
+        config = load(
+            None,
+            [
+                "data.num_clients=5",
+                'algorithms=["fedavg+centered_clipping"]',
+                f'algorithm.params.centered_clipping.start="{start}"',
+                "algorithm.params.centered_clipping.tau=0.3",
+                "algorithm.params.centered_clipping.iters=2",
+            ],
+        )
+        return build_algorithm("fedavg+centered_clipping", config, build_setup(config).network)
+
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.zeros(4, dtype=torch.float64)
+    first = torch.randn(5, 4, generator=gen, dtype=torch.float64)
+    second = torch.randn(5, 4, generator=gen, dtype=torch.float64) + 2.0
+    every = torch.ones(5, dtype=torch.bool)
+    rule = aggregators.get("centered_clipping", tau=0.3, iters=2)
+    for start in ("base", "previous"):
+        algorithm = fedavg(start)
+        state = algorithm.init(x0)
+        state = algorithm.combine(state, x0 + first, every, CombineContext())
+        x1 = algorithm.models(state)[0]
+        torch.testing.assert_close(x1, rule(first, center=torch.zeros(4, dtype=torch.float64)))
+        state = algorithm.combine(state, x1 + second, every, CombineContext())
+        center = x1 - x0 if start == "previous" else torch.zeros(4, dtype=torch.float64)
+        want = x1 + rule(second, center=center)
+        torch.testing.assert_close(algorithm.models(state)[0], want)
+
+
+def test_centered_clipping_with_memory_needs_a_server():
+    config = load(
+        None,
+        [
+            'topology.name="ring"',
+            'algorithms=["dsgd+centered_clipping"]',
+            'algorithm.params.centered_clipping.start="previous"',
+        ],
+    )
+    with pytest.raises(ConfigError, match="previous aggregate"):
+        build_setup(config)
+    with pytest.raises(ConfigError, match="start"):
+        from fedpdmm import aggregators
+
+        aggregators.get("centered_clipping", tau=1.0, start="middle")
+
+
+def test_mimic_after_a_warm_up_copies_the_sender_of_largest_variance_projection():
+    """Rows vary most along the first coordinate; the honest sender with the largest <h, z>
+    is chosen in the warm-up round and kept afterwards, whatever the later rows."""
+    from fedpdmm import attacks
+    from fedpdmm.strike import MessageRows, per_receiver
+
+    byzantine = torch.tensor([True, True, False, False, False, False])
+    spread = torch.tensor([0.0, 0.0, -3.0, -1.0, 1.0, 3.5], dtype=torch.float64)
+    rows = torch.zeros(6, 3, dtype=torch.float64)
+    rows[:, 0] = spread
+    rows[:, 1] = torch.tensor([0.0, 0.0, 0.1, -0.1, 0.1, -0.1])
+    mimic = attacks.get("mimic", warmup=1)
+    memory: dict = {}
+
+    def strike_round(values, round_index):
+        return per_receiver(
+            mimic,
+            values,
+            byzantine,
+            MessageRows(None, list(range(6))),
+            0,
+            round_index,
+            combine=lambda receiver, group, v: v.mean(0),
+            base=lambda receiver: torch.zeros(3, dtype=torch.float64),
+            weights=lambda group: None,
+            memory=memory,
+        )
+
+    out = strike_round(rows, 1)
+    z = memory[0]["z"]
+    target = 2 + int((rows[2:] @ z).argmax())
+    assert target in (2, 5)  # an end of the spread, whichever sign z took
+    assert torch.equal(out[0], rows[target]) and torch.equal(out[1], rows[target])
+    later = rows.flip(0).clone()
+    later[:2] = 0.0
+    again = strike_round(later, 2)
+    assert memory[0]["target"] == target
+    assert torch.equal(again[0], later[target])  # the same sender, not the new extreme
+    with pytest.raises(ConfigError, match="not both"):
+        attacks.get("mimic", warmup=1, target=3)
+
+
+# ---------------------------------------------------------------------------------------------
+# fedpdmm reproduce peers
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_peers_presets_hold_their_papers_settings():
+    """Every number a preset takes from a peer, read back from the built configs."""
+    from fedpdmm import reproduce
+
+    experiments = {e.name: e for e in reproduce.peers_experiments(quick=True)}
+    assert set(experiments) == {
+        "byzfl",
+        "bucketing-iid",
+        "bucketing-noniid",
+        "bucketing-noniid-bucketed",
+        "dumbbell",
+    }
+    assert all(e.seeds == 1 for e in experiments.values())
+    assert all(e.seeds == 3 for e in reproduce.peers_experiments(quick=False))
+    byzfl = reproduce.build_config(experiments["byzfl"])
+    assert (byzfl.data.num_clients, byzfl.num_byzantine, byzfl.rounds) == (4, 1, 1000)
+    assert not byzfl.data.byzantine_data and byzfl.data.normalize
+    assert (byzfl.local.steps, byzfl.local.batch_size, byzfl.local.momentum) == (1, 25, 0.9)
+    assert byzfl.local.lr == pytest.approx(0.1 * (1 - 0.9))  # ByzFL's lr on its EMA momentum
+    assert build_setup_dim(byzfl) == 431_080  # ByzFL's cnn_mnist
+    noniid = reproduce.build_config(experiments["bucketing-noniid"])
+    assert (noniid.data.num_clients, noniid.num_byzantine, noniid.rounds) == (25, 5, 600)
+    assert noniid.data.partition == "sorted" and noniid.local.momentum == 0.0
+    assert build_setup_dim(noniid) == 1_199_882  # PyTorch's MNIST example network
+    bucketed = reproduce.build_config(experiments["bucketing-noniid-bucketed"])
+    assert all("+bucketing+" in name for name in bucketed.algorithms)
+    assert len(bucketed.algorithms) == 5
+    dumbbell = reproduce.build_config(experiments["dumbbell"])
+    assert dumbbell.topology.name == "two_cliques" and dumbbell.data.partition == "communities"
+    assert (dumbbell.data.num_clients, dumbbell.rounds, dumbbell.local.momentum) == (20, 900, 0.9)
+    for name, experiment in experiments.items():
+        config = reproduce.build_config(experiment)
+        for algorithm in config.algorithms:  # a published number for all but PDMM
+            assert (name, algorithm) in reproduce.PUBLISHED or algorithm == "pdmm", algorithm
+
+
+def build_setup_dim(config) -> int:
+    from fedpdmm.resources import num_parameters
+
+    return num_parameters(
+        config.model.name, (1, 28, 28), 10, config.model.widths(), config.model.conv()
+    )
+
+
+def test_the_peers_report_puts_fedpdmm_beside_the_published_numbers(tmp_path):
+    """A tiny (digits) sweep under the bucketing experiment's name: the report averages the
+    last 5 evaluations, as the paper does, and prints the published number and difference."""
+    from fedpdmm import reproduce, sweep
+
+    tiny = reproduce.Experiment("bucketing-noniid", "tiny", "mnist_bucketing", {})
+    base = load(
+        None,
+        [
+            "rounds=6",
+            "eval_every=1",
+            "data.num_clients=8",
+            "attack.num_byzantine=2",
+            'algorithms=["fedavg", "fedavg+median"]',
+            'attacks=["mimic"]',
+            "attack.params.mimic.warmup=1",
+            'data.partition="sorted"',
+        ],
+    )
+    plan = sweep.plan(base, {}, seeds=1)
+    sweep.run_sweep(plan, tmp_path / "bucketing-noniid", workers=1, reuse=False)
+    written, tables = reproduce.write_peers_report([tiny], tmp_path)
+    (_title, rows), *_ = tables
+    assert [row[0] for row in rows] == ["Avg", "CM"]
+    assert rows[0][3] == "92.73 ± 0.32" and rows[1][3] == "64.27 ± 3.70"
+    results = sweep_rows(tmp_path / "bucketing-noniid")
+    last_five = [100 * float(r["test_accuracy"]) for r in results["fedavg"][-5:]]
+    assert float(rows[0][2]) == pytest.approx(sum(last_five) / 5, abs=0.01)
+    assert float(rows[0][4]) == pytest.approx(float(rows[0][2]) - 92.73, abs=0.011)
+    text = (written / "report.md").read_text()
+    assert "published %" in text and "byzantine-robust-noniid-optimizer" in text
+
+
+def sweep_rows(root):
+    import csv
+
+    rows: dict[str, list[dict]] = {}
+    with (root / "index.csv").open() as handle:
+        for row in csv.DictReader(handle):
+            rows.setdefault(row["algorithm"], []).append(row)
+    return {k: sorted(v, key=lambda r: int(r["round"])) for k, v in rows.items()}

@@ -42,6 +42,7 @@ class AttackerMemory:
     shadow: torch.Tensor | None = None  # [k, w] receivers' duals as honest messages build them
     history: deque = field(default_factory=deque)  # [k, w] own rows of the last rounds
     pending_honest: torch.Tensor | None = None  # [k, w] honest versions of delayed rows
+    receivers: dict = field(default_factory=dict)  # receiver -> what its attacker keeps
 
     def echo_correction(
         self, algorithm: Algorithm, state: RoundState, rows: torch.Tensor

@@ -149,10 +149,11 @@ class Reproduction(StrEnum):
     paper = "paper"
     robust = "robust"
     network = "network"
+    peers = "peers"
 
 
 def reproduce(
-    which: Annotated[Reproduction, typer.Argument(help="paper | robust | network")],
+    which: Annotated[Reproduction, typer.Argument(help="paper | robust | network | peers")],
     quick: Annotated[
         bool, typer.Option("--quick", help="Fewer rounds and seeds (minutes, not hours).")
     ] = False,
@@ -167,8 +168,8 @@ def reproduce(
     data_dir: DataDir = None,
     quiet: Quiet = False,
 ) -> None:
-    """Run the paper's experiment grid (or the robust comparison, or the unreliable-network
-    sweep) and write its report."""
+    """Run the paper's experiment grid (or the robust comparison, the unreliable-network sweep,
+    or the peers' own experiments beside their published numbers) and write its report."""
     from fedpdmm import reproduce as reproduce_module
 
     name = which.value
@@ -178,6 +179,8 @@ def reproduce(
         experiments = reproduce_module.paper_experiments(quick)
     elif name == "network":
         experiments = reproduce_module.network_experiments(quick)
+    elif name == "peers":
+        experiments = reproduce_module.peers_experiments(quick)
     else:
         experiments = reproduce_module.robust_experiments(quick)
     experiments = reproduce_module.select(experiments, only or [])
@@ -193,6 +196,9 @@ def reproduce(
     elif name == "network":
         written, tables = reproduce_module.write_network_report(experiments, out)
         _print_network(tables)
+    elif name == "peers":
+        written, tables = reproduce_module.write_peers_report(experiments, out)
+        _print_tables(tables, reproduce_module.SIDE_HEADER)
     else:
         written = reproduce_module.write_robust_report(experiments, out)
     failed = sum(len(o.failed) for o in outcomes.values())
@@ -215,9 +221,13 @@ def _print_claims(rows: list[list[str]]) -> None:
 def _print_network(tables: list[tuple[str, list[list[str]]]]) -> None:
     from fedpdmm.reproduce.network import SUMMARY_HEADER
 
+    _print_tables(tables, SUMMARY_HEADER)
+
+
+def _print_tables(tables: list[tuple[str, list[list[str]]]], header) -> None:
     for title, rows in tables:
         table = Table(title=title)
-        for column in SUMMARY_HEADER:
+        for column in header:
             table.add_column(column)
         for row in rows:
             table.add_row(*row)

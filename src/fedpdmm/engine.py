@@ -216,6 +216,7 @@ class LocalWork:
             past=self.memory.past(self.attack.history, rows),
             keep_honest=False,
             arrived=arrived,
+            memory=self.memory.receivers,
         )
 
     def counters(self) -> dict[str, int]:

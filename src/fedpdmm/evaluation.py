@@ -44,7 +44,9 @@ def evaluate_round(
     (`eval.node_samples`, `FederatedData.node_test_set`). Without a server, the global columns
     hold the mean over the honest nodes whose models are finite (a run has diverged only when
     none is, `is_broken`), as do the honest mean/min/max columns; `nonfinite_clients` counts
-    the others."""
+    the others. On a graph `averaged_model_accuracy` scores the parameter average of those
+    models on the whole test set (the metric of He, Karimireddy and Jaggi's decentralized
+    experiments), a model no node holds."""
     data, model = setup.data, setup.model
     global_model, node_models = algorithm.models(state)
     honest_models = node_models[~byzantine] if bool(byzantine.any()) else node_models
@@ -68,7 +70,17 @@ def evaluate_round(
         train_loss = train_losses.mean(0, keepdim=True)
     scored = honest_accuracy[finite]
     honest_nodes = (~byzantine).nonzero().flatten().tolist()
+    extra = {}
+    if global_model is None:  # the peers' metric on a graph: the honest nodes' average model
+        average = honest_models[finite].mean(0, keepdim=True) if bool(finite.any()) else None
+        if average is not None:
+            dataset = data.dataset
+            accuracy, _ = evaluate(model, average, dataset.x_test, dataset.y_test)
+            extra["averaged_model_accuracy"] = float(accuracy[0])
+        else:
+            extra["averaged_model_accuracy"] = math.nan
     return {
+        **extra,
         "test_accuracy": float(test_accuracy[0]),
         "test_loss": float(test_loss[0]),
         "train_loss": float(train_loss[0]),

@@ -88,6 +88,7 @@ def per_receiver(
     base: Callable[[int], torch.Tensor],
     weights: Callable[[torch.Tensor], torch.Tensor | None],
     arrived: torch.Tensor | None = None,
+    memory: dict | None = None,
 ) -> torch.Tensor:
     """An omniscient attack applied once per receiver to the rows that receiver combines.
 
@@ -102,7 +103,8 @@ def per_receiver(
     round reaches its receiver this round. The attacker then knows the network's draw and
     computes against only the rows that arrive at j (and j's rule on those rows): the worst
     case, stronger than an attacker calibrated on messages the receiver never sees. Byzantine
-    rows that do not arrive stay honest; they are never combined.
+    rows that do not arrive stay honest; they are never combined. `memory` (receiver -> dict):
+    what the attacker of each receiver keeps across rounds (`StrikeContext.memory`).
     """
     out = values.clone()
     if rows.receivers is None:
@@ -140,6 +142,7 @@ def per_receiver(
             weights=row_weights,
             senders=senders,
             own_row=rows.receivers is not None,
+            memory=None if memory is None else memory.setdefault(receiver, {}),
         )
         attacked = attack.bind(context)(stack, shown, generator=gen)
         out[group[mask]] = attacked[shown]
@@ -212,6 +215,7 @@ def strike(
     past: torch.Tensor | None = None,
     keep_honest: bool = True,
     arrived: torch.Tensor | None = None,
+    memory: dict | None = None,
 ) -> Struck:
     """The transmitted rows `[m, w]`, with the Byzantine ones rewritten at `target`.
 
@@ -227,7 +231,8 @@ def strike(
     `keep_honest=False` the Byzantine rows are rewritten in the freshly encoded tensor, which
     saves a copy of every message (`Struck.honest` is then None). `arrived` `[m]`: over an
     unreliable network, the rows whose message of this round arrives this round; omniscient
-    attacks compute per receiver against those rows only (`per_receiver`).
+    attacks compute per receiver against those rows only (`per_receiver`). `memory`: the
+    attackers' memory across rounds, per receiver.
     """
     nodes = state.nodes
     honest = algorithm.encode_nodes(nodes, trained)
@@ -258,6 +263,7 @@ def strike(
             base=partial(algorithm.receiver_base, state),
             weights=algorithm.receiver_weights,
             arrived=arrived,
+            memory=memory,
         )
         sent = honest.clone() if copy else honest
         sent[attackers] = algorithm.from_votes(state, votes[attackers], attackers).to(sent.dtype)
@@ -286,6 +292,7 @@ def strike(
             base=partial(base_in_space, algorithm, state, target, node_start, node_trained),
             weights=algorithm.receiver_weights,
             arrived=arrived,
+            memory=memory,
         )
     else:
         attacked = corrupt(attack, space, byzantine, seed, round_index, rows.keys, past=past)

@@ -78,10 +78,14 @@ class GraphAlgorithm:
         return value
 
 
+def keeps_aggregate(rule) -> bool:
+    return bool(getattr(rule, "keeps_aggregate", False))
+
+
 def check_graph_rule(robust: RobustCombine, label: str) -> None:
     """Rules that need a server (per-client history, a root dataset) cannot run on a graph."""
-    if robust.rule.stateful or robust.rule.needs_reference:
+    if robust.rule.stateful or robust.rule.needs_reference or keeps_aggregate(robust.rule):
         raise ConfigError(
-            f"{robust.rule.name} in {label!r} needs a server (per-client history or a root "
-            "dataset); use it with topology.name = 'server'"
+            f"{robust.rule.name} in {label!r} needs a server (per-client history, a root "
+            "dataset or the previous aggregate); use it with topology.name = 'server'"
         )

@@ -95,7 +95,8 @@ class StrikeContext(NamedTuple):
     receiver's own model; `weights` `[k]` or None: the receiver's weight of each row (None:
     uniform); `past` `[k, w]` or None: the Byzantine rows' own honest rows `history` rounds ago;
     `senders` `[k]` or None: the node each row comes from; `own_row`: the first row is the
-    receiver's own model (on a graph), not a message.
+    receiver's own model (on a graph), not a message; `memory`: a dict the attacker of this
+    receiver keeps across the rounds of a combination (None where it keeps nothing).
     """
 
     combine: Callable[[Tensor], Tensor] | None = None
@@ -104,6 +105,7 @@ class StrikeContext(NamedTuple):
     past: Tensor | None = None
     senders: Tensor | None = None
     own_row: bool = False
+    memory: dict | None = None
 
 
 def check_inputs(name: str, messages: Tensor, byzantine: Tensor) -> Tensor:

@@ -145,18 +145,32 @@ class Mimic(Attack):
     Omniscient: it reads another node's message.
 
     Knows: the rows its receiver combines and who sent them (computed per receiver). Keeps:
-    nothing. `target` is a node id: with a server the client whose row is copied; on a graph,
-    receivers that do not hear from `target` get a copy of their first honest neighbour's row
-    (never their own model back).
+    nothing, or with `warmup` its choice of target. `target` is a node id: with a server the
+    client whose row is copied; on a graph, receivers that do not hear from `target` get a copy
+    of their first honest neighbour's row (never their own model back).
+
+    `warmup = W > 0` is the paper's variant (its code's `MimicVariantAttacker`, W = 1 there):
+    during the first W rounds the attacker of each receiver keeps running averages of the honest
+    rows' mean mu and of the direction z of their largest variance (one power-iteration step
+    per round, z <- sum_i <h_i - mu, z> (h_i - mu), normalised, from a Gaussian z drawn from
+    `pattern_seed`), and targets the honest sender with the largest <h_i, z>; after round W the
+    target is fixed and every Byzantine row copies that sender's row (or, in a round it does
+    not send, the first honest row). `warmup` replaces `target`.
     """
 
     target: int | None = None
+    warmup: int = 0
+    pattern_seed: int = 0
     context: StrikeContext | None = dataclasses.field(default=None, repr=False, compare=False)
     name: ClassVar[str] = "mimic"
     omniscient: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_int(self, "target", low=0, optional=True)
+        check_int(self, "warmup", low=0)
+        check_int(self, "pattern_seed", low=0)
+        if self.warmup and self.target is not None:
+            raise self.fail("give target or warmup, not both (warmup chooses the target)")
 
     def bind(self, context: StrikeContext) -> Mimic:
         return dataclasses.replace(self, context=context)
@@ -166,6 +180,8 @@ class Mimic(Attack):
     ) -> Tensor:
         n = messages.shape[0]
         context = self.context
+        if self.warmup:
+            return messages[self.variance_target(messages, byzantine)]
         if context is not None and context.senders is not None:
             return messages[self.source_row(context.senders, byzantine, context.own_row)]
         if self.target is None:
@@ -180,6 +196,43 @@ class Mimic(Attack):
                 f"target={self.target} is Byzantine; choose the index of an honest node"
             )
         return messages[self.target]
+
+    def variance_target(self, messages: Tensor, byzantine: Tensor) -> int:
+        """The row of the sender chosen by the warm-up (see the class docstring); the memory
+        of the receiver's attacker (`StrikeContext.memory`) carries mu, z, the rounds seen and,
+        after the warm-up, the target."""
+        context = self.context
+        if context is None or context.memory is None:
+            raise self.fail("with warmup it needs the attacker's memory (it runs in a strike)")
+        memory = context.memory
+        rows = [r for r in (~byzantine).nonzero().flatten().tolist() if r or not context.own_row]
+        if not rows:
+            raise self.fail("needs at least one honest node to copy, got none")
+        senders = context.senders
+        if senders is None:
+            senders = torch.arange(messages.shape[0])
+        if "target" not in memory:
+            honest = messages[rows].double()
+            seen = memory.get("rounds", 0) + 1
+            mean = honest.mean(0)
+            if "z" not in memory:
+                gen = torch.Generator().manual_seed(self.pattern_seed)
+                memory["z"] = torch.randn(messages.shape[1], generator=gen, dtype=torch.float64)
+                memory["mu"] = torch.zeros_like(mean)
+            centred = honest - mean
+            step = centred.T @ (centred @ memory["z"].to(centred))
+            step = step / step.norm().clamp_min(1e-30)
+            memory["mu"] = memory["mu"] + (mean - memory["mu"]) / seen
+            memory["z"] = memory["z"] + (step - memory["z"]) / seen
+            scores = honest @ memory["z"]
+            chosen = int(senders[rows[int(scores.argmax())]])
+            memory["rounds"] = seen
+            memory["choice"] = chosen
+            if seen >= self.warmup:
+                memory["target"] = chosen
+        wanted = memory.get("target", memory["choice"])
+        matching = [r for r in rows if int(senders[r]) == wanted]
+        return (matching or rows)[0]
 
     def source_row(self, senders: Tensor, byzantine: Tensor, own_row: bool) -> int:
         """The row to copy: `target`'s if the receiver hears from it, else the first honest

@@ -1,4 +1,4 @@
-"""`fedpdmm reproduce paper | robust | network`: fixed experiment grids, resumable sweeps, reports.
+"""`fedpdmm reproduce paper | robust | network | peers`: fixed grids, resumable sweeps, reports.
 
 The paper is Xia, Yu, Li, "Byzantine-Resilient Federated Learning via Distributed Optimization",
 arXiv 2503.10792 (2025). Its grid is built from the preset configs (`fedpdmm.presets`, mirrored from
@@ -41,6 +41,7 @@ from fedpdmm.reproduce.grids import (
     select,
 )
 from fedpdmm.reproduce.network import network_experiments, write_network_report
+from fedpdmm.reproduce.peers import PUBLISHED, SIDE_HEADER, peers_experiments, write_peers_report
 
 __all__ = [
     "ATTACK_PARAMS",
@@ -52,7 +53,9 @@ __all__ = [
     "FRACTIONS",
     "MAIN_ATTACKS",
     "MAIN_RULES",
+    "PUBLISHED",
     "RULE",
+    "SIDE_HEADER",
     "STATES",
     "Claim",
     "Experiment",
@@ -64,6 +67,7 @@ __all__ = [
     "network_experiments",
     "paired_gaps",
     "paper_experiments",
+    "peers_experiments",
     "preset_path",
     "robust_experiments",
     "run_experiments",
@@ -71,5 +75,6 @@ __all__ = [
     "verdict",
     "write_network_report",
     "write_paper_report",
+    "write_peers_report",
     "write_robust_report",
 ]
