@@ -332,6 +332,22 @@ def test_evaluate_equals_a_plain_loop_over_models() -> None:
     assert torch.isnan(accuracy[2]) and torch.isnan(loss[2])
 
 
+@pytest.mark.parametrize("chunks", [{}, {"chunk": 7, "models_per_chunk": 3}])
+def test_cnn_evaluation_equals_the_vmap_one(chunks: dict) -> None:
+    """`auto` scores CNNs with the batched path's per-model convolutions (dropout off)."""
+    model = FlatModel.build("cnn", SHAPE, CLASSES, *DROPOUT_NET)
+    data = toy_data()
+    params, _, _ = problem(model)
+    params = torch.cat([params, params * 2.0])
+    params[3, 0] = float("nan")
+    inputs, labels = data.features, data.labels
+    batched_scores = evaluate(model, params, inputs, labels, **chunks)
+    plain = evaluate(model, params, inputs, labels, mode="vmap")
+    torch.testing.assert_close(batched_scores[0], plain[0], atol=0, rtol=0, equal_nan=True)
+    torch.testing.assert_close(batched_scores[1], plain[1], atol=1e-5, rtol=1e-5, equal_nan=True)
+    assert torch.isnan(batched_scores[0][3])
+
+
 @pytest.mark.parametrize("name", ["logreg", "mlp"])
 @pytest.mark.parametrize("chunks", [{}, {"chunk": 7, "models_per_chunk": 3}])
 def test_fused_evaluation_equals_the_vmap_one(name: str, chunks: dict) -> None:

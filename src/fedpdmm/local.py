@@ -543,6 +543,11 @@ def fused_logits(
     return activation
 
 
+def _shared_input_logits(stack, rows: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """`fedpdmm.batched.logits` of every model of `rows` on the same inputs `[N, ...]`."""
+    return batched.logits(stack, rows, inputs.expand(len(rows), *inputs.shape))
+
+
 def _all_rows_equal(rows: torch.Tensor) -> bool:
     """True when every row of `rows` `[m, d]` equals the first (bitwise, NaN-free)."""
     if not torch.equal(rows[1], rows[0]):
@@ -567,10 +572,11 @@ def evaluate(
     """Accuracy and mean cross-entropy `[m]` of each row of `params` `[m, d]` on one labelled set.
 
     Rows with non-finite parameters get NaN for both; rows that are all equal (every node at its
-    initial model) are scored once. `auto` takes the fused forward of
-    `fused_logits` for Linear/ReLU models and `torch.func.vmap` of the model otherwise; both give
-    the same numbers up to float rounding. They score `models_per_chunk` rows on `chunk` samples
-    at a time (by default, 2,048 samples and as many rows as fit about `EVAL_CHUNK_BYTES` of
+    initial model) are scored once. `auto` takes the fused forward of `fused_logits` for
+    Linear/ReLU models, the per-model convolutions of `fedpdmm.batched` for CNNs (one model on
+    512 samples at a time by default) and `torch.func.vmap` of the model otherwise; all give the
+    same numbers up to float rounding. They score `models_per_chunk` rows on `chunk` samples at
+    a time (by default, 2,048 samples and as many rows as fit about `EVAL_CHUNK_BYTES` of
     activations when fused; 4,096 samples and 16 rows with vmap).
     """
     layers = linear_relu_layers(model) if mode in ("auto", "fused") else None
@@ -596,6 +602,9 @@ def evaluate(
         fit = EVAL_CHUNK_BYTES // (params.element_size() * width * chunk)
         models_per_chunk = models_per_chunk or max(1, fit)
         logits_of = partial(fused_logits, layers)
+    elif _has_convolution(model) and (stack := batched.stack_layers(model)) is not None:
+        chunk, models_per_chunk = chunk or 512, models_per_chunk or 1
+        logits_of = partial(_shared_input_logits, stack)
     else:
         chunk, models_per_chunk = chunk or 4096, models_per_chunk or 16
         logits_of = vmap(model.logits, in_dims=(0, None))
