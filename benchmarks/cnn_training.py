@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
-import torch.nn.functional as F
+from throughput import bare_round, timed  # the bare loop of benchmarks/throughput.py
 
 from fedpdmm import local
 from fedpdmm.data import load_dataset, partition
@@ -30,24 +29,6 @@ NETWORKS = {
     "lenet": ((120, 84), ConvSpec()),
     "karimireddy": ((128,), ConvSpec((32, 64), 3, 0, "last", (0.25, 0.5))),
 }
-
-
-def bare_round(module, data: local.ClientData, positions: torch.Tensor, lr: float) -> None:
-    optimizer = torch.optim.SGD(module.parameters(), lr=lr)
-    module.train()
-    for step in range(positions.shape[1]):
-        batch = positions[:, step].reshape(-1)
-        inputs, labels = data.features[data.sample_index[batch]], data.labels[batch]
-        loss = F.cross_entropy(module(inputs), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-
-def timed(function, *args, **kwargs) -> float:
-    began = time.perf_counter()
-    function(*args, **kwargs)
-    return time.perf_counter() - began
 
 
 def main() -> None:
@@ -82,6 +63,7 @@ def main() -> None:
                 positions = local.batch_positions(
                     data, index, max(repeat, 0), args.steps, args.batch_size, 0
                 )
+                module.train()  # the bare loop drops out as nn.Dropout does
                 took = {"bare": timed(bare_round, module, data, positions, 0.05)}
                 for path in paths:
                     took[path] = timed(

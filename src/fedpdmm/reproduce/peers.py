@@ -62,10 +62,10 @@ class Published:
     source: str
 
 
-PUBLISHED: dict[tuple[str, str], Published] = {
-    ("byzfl", "fedavg+clip+nnm+trimmed_mean"): Published(97.33, None, BYZFL_SOURCE),
+PUBLISHED: dict[tuple[str, str, str], Published] = {
+    ("byzfl", "fedavg+clip+nnm+trimmed_mean", "ipm"): Published(97.33, None, BYZFL_SOURCE),
     **{
-        (experiment, algorithm): Published(value, spread, BUCKETING_SOURCE)
+        (experiment, algorithm, "mimic"): Published(value, spread, BUCKETING_SOURCE)
         for experiment, table in {
             "bucketing-iid": {
                 "fedavg": (93.20, 0.21),
@@ -91,11 +91,11 @@ PUBLISHED: dict[tuple[str, str], Published] = {
         }.items()
         for algorithm, (value, spread) in table.items()
     },
-    ("dumbbell", "dsgd"): Published(93.65, None, DUMBBELL_SOURCE),
-    ("dumbbell", "dsgd+centered_clipping"): Published(93.77, None, DUMBBELL_SOURCE),
-    ("dumbbell", "dsgd+trimmed_mean"): Published(86.90, None, DUMBBELL_SOURCE),
+    ("dumbbell", "dsgd", "none"): Published(93.65, None, DUMBBELL_SOURCE),
+    ("dumbbell", "dsgd+centered_clipping", "none"): Published(93.77, None, DUMBBELL_SOURCE),
+    ("dumbbell", "dsgd+trimmed_mean", "none"): Published(86.90, None, DUMBBELL_SOURCE),
 }
-"""Keyed by (experiment, fedpdmm algorithm)."""
+"""Keyed by (experiment, fedpdmm algorithm, attack)."""
 
 LAST_EVALUATIONS = {"byzfl": 1, "dumbbell": 1}
 """How many final evaluations each experiment's statistic averages (the bucketing paper: 5)."""
@@ -175,11 +175,7 @@ def side_by_side(experiment: str, results: report.Results) -> list[list[str]]:
         mean = statistics.fmean(per_seed)
         spread = statistics.stdev(per_seed) if len(per_seed) > 1 else None
         ours = f"{mean:.2f}" + (f" ± {spread:.2f}" if spread is not None else "")
-        published = (
-            PUBLISHED.get((experiment, cell.algorithm))
-            if cell.attack != "none" or (experiment == "dumbbell")
-            else None
-        )
+        published = PUBLISHED.get((experiment, cell.algorithm, cell.attack))
         if published is None:
             theirs, difference = "-", "-"
         else:
@@ -225,7 +221,7 @@ def write_peers_report(
         document.heading(experiment.title)
         document.table(list(SIDE_HEADER), rows)
         tables.append((experiment.title, rows))
-        sources |= {p.source for (name, _), p in PUBLISHED.items() if name == experiment.name}
+        sources |= {p.source for (name, *_), p in PUBLISHED.items() if name == experiment.name}
     if sources:
         document.heading("Sources of the published numbers")
         for source in sorted(sources):
