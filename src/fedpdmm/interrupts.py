@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import multiprocessing
+import os
 import signal
 import sys
 import threading
@@ -38,9 +40,15 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 def die_with_parent() -> None:
-    """Linux: have the kernel SIGKILL this process when its parent dies (`PR_SET_PDEATHSIG`)."""
+    """Linux: have the kernel SIGKILL this process when its parent dies (`PR_SET_PDEATHSIG`).
+
+    A parent that died before this call (while a spawned worker was still importing) is caught
+    by comparing the current parent with the one that spawned this process: the worker exits."""
     if not sys.platform.startswith("linux"):
         return
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    spawner = multiprocessing.parent_process()
+    if spawner is not None and os.getppid() != spawner.pid:
+        os._exit(1)
