@@ -48,7 +48,9 @@ def _progress(quiet: bool) -> Progress:
         TextColumn("{task.description:<28}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("runs  running {task.fields[running]}  failed {task.fields[failed]}"),
+        TextColumn(
+            "{task.fields[unit]}  running {task.fields[running]}  failed {task.fields[failed]}"
+        ),
         TextColumn("{task.fields[eta]}"),
         console=console,
         disable=quiet,
@@ -56,7 +58,8 @@ def _progress(quiet: bool) -> Progress:
 
 
 class _Display:
-    """Feeds `sweep.SweepStatus` updates to one rich task per sweep name."""
+    """Feeds `sweep.SweepStatus` (and `sweep.pool.PoolStatus`) updates to one rich task per
+    name."""
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
@@ -64,8 +67,9 @@ class _Display:
 
     def __call__(self, name: str, status) -> None:
         if name not in self.tasks:
+            unit = getattr(status, "unit", "runs")
             self.tasks[name] = self.progress.add_task(
-                name, total=status.total, running=0, failed=0, eta=_eta(None)
+                name, total=status.total, running=0, failed=0, eta=_eta(None), unit=unit
             )
         self.progress.update(
             self.tasks[name],
@@ -123,6 +127,7 @@ def sweep(
             data_dir=data_dir,
             progress=lambda status: display(out.name, status),
             reuse=not recompute,
+            pool_progress=lambda status: display(f"{out.name} combinations", status),
         )
     _print_failures(outcome.failed)
     console.print(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.resources
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from fedpdmm import config as config_module
 from fedpdmm import sweep
 from fedpdmm.config import TARGETS
 from fedpdmm.errors import ConfigError, FedpdmmError
+from fedpdmm.sweep.pool import compute_combinations
 
 C_VALUES = (0.1, 0.2, 0.4, 0.8, 1.6)
 FRACTIONS = (0.0, 0.25, 0.5, 0.75)
@@ -276,17 +278,29 @@ def run_experiments(
     workers: int | None = None,
     data_dir: str | None = None,
     preset_dir: Path | None = None,
-    progress: Callable[[str, sweep.SweepStatus], None] | None = None,
+    progress: Callable[[str, Any], None] | None = None,
 ) -> dict[str, sweep.SweepOutcome]:
     """Plan every experiment first (bad config: error before anything runs), then run each sweep.
 
     The experiments share one folder of finished combinations, `out/.combinations`
-    (`fedpdmm.reuse`): a grid point that two experiments hold is computed once."""
+    (`fedpdmm.reuse`): a grid point that two experiments hold is computed once. With more than
+    one worker, every combination of every experiment is first computed in one pool, longest
+    first (`fedpdmm.sweep.pool`, reported to `progress` as `"combinations"`), so no worker waits
+    at an experiment's end; the sweeps then write their runs from the shared folder."""
     plans = {e.name: sweep.plan(build_config(e, preset_dir), e.grid, e.seeds) for e in experiments}
     for experiment in experiments:
         root = out / experiment.name
         if (root / sweep.SWEEP_FILE).exists():
             sweep.prepare(root, plans[experiment.name])
+    reuse = out / sweep.REUSE_DIR
+    if (workers or sweep.default_workers()) > 1:
+        compute_combinations(
+            [(plans[e.name], out / e.name) for e in experiments],
+            reuse,
+            workers=workers or sweep.default_workers(),
+            data_dir=data_dir,
+            progress=None if progress is None else partial(progress, "combinations"),
+        )
     outcomes = {}
     for experiment in experiments:
 
@@ -300,6 +314,6 @@ def run_experiments(
             workers=workers,
             data_dir=data_dir,
             progress=relay,
-            reuse=out / sweep.REUSE_DIR,
+            reuse=reuse,
         )
     return outcomes

@@ -194,6 +194,7 @@ def run_sweep(
     progress: Callable[[SweepStatus], None] | None = None,
     index_every_s: float = 10.0,
     reuse: Path | bool = True,
+    pool_progress: Callable[[Any], None] | None = None,
 ) -> SweepOutcome:
     """Run every unfinished grid point of `sweep_plan` under `root`; resumable and parallel.
 
@@ -202,7 +203,9 @@ def run_sweep(
     on; a full or read-only disk stops the sweep with a `FedpdmmError` (finished runs stay intact).
     `reuse`: True shares finished combinations between the runs through `root/.combinations`
     (`fedpdmm.reuse`: the same numbers, computed once), a path shares them through that folder,
-    False computes every combination of every run.
+    False computes every combination of every run. With a shared folder and more than one worker
+    the runs' combinations are first computed in one pool, longest first (`fedpdmm.sweep.pool`;
+    `pool_progress` gets its `PoolStatus`), and the runs then only write their directories.
     """
     workers = workers or default_workers()
     if reuse is True:
@@ -221,6 +224,16 @@ def run_sweep(
                 outcome.skipped.append(spec.name)
             else:
                 pending.append(spec)
+        if shared is not None and workers > 1 and pending:
+            from fedpdmm.sweep.pool import compute_combinations
+
+            compute_combinations(
+                [(sweep_plan, root)],
+                Path(shared),
+                workers=workers,
+                data_dir=data_dir,
+                progress=pool_progress,
+            )
         status = SweepStatus(total=len(sweep_plan.runs), skipped=len(outcome.skipped))
         status.done = len(outcome.skipped)
         tracker = _Tracker(root, sweep_plan, outcome, status, progress, index_every_s)
