@@ -256,3 +256,36 @@ def test_bad_input_in_a_child_process_exits_2_without_traceback(tmp_path: Path) 
     assert_one_error_line(done.returncode, done.stderr, "'local.lr'")
     assert done.stdout == ""
     assert leftovers(tmp_path, "out") == []
+
+
+def test_huge_pages_change_no_number(tmp_path: Path, real_data_dir: Path) -> None:
+    # 10 MNIST MLP clients: [10, d] tensors of 6.4 MB, above the 2 MB where huge pages apply
+    metrics = []
+    for value in ("0", "1"):
+        env = {**os.environ, cli.THP_VARIABLE: value, "FEDPDMM_DATA": str(real_data_dir)}
+        out = tmp_path / f"thp-{value}"
+        done = subprocess.run(
+            [sys.executable, "-m", "fedpdmm", "run", *SMALL, "--set", "rounds=3",
+             "--set", 'data.name="mnist"', "--set", "eval.node_samples=200",
+             "--out", str(out), "--quiet"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        with (out / "metrics.csv").open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        metrics.append([{k: v for k, v in row.items() if not k.endswith("_time")} for row in rows])
+    assert metrics[0] == metrics[1]
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "1"), ("0", "0")])
+def test_the_command_turns_huge_pages_on_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch, given: str | None, expected: str
+) -> None:
+    if given is None:
+        monkeypatch.delenv(cli.THP_VARIABLE, raising=False)
+    else:
+        monkeypatch.setenv(cli.THP_VARIABLE, given)
+    monkeypatch.setattr(sys, "argv", ["fedpdmm", "--help"])
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert os.environ[cli.THP_VARIABLE] == expected
