@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from test_reuse import GRAPH, SERVER, metric_rows
 
 from fedpdmm import config, sweep
+from fedpdmm.errors import FedpdmmError
 from fedpdmm.sweep import pool
 
 
@@ -22,10 +24,12 @@ def test_pooled_combinations_equal_each_run_computing_its_own(tmp_path: Path) ->
     status = pool.compute_combinations(jobs, folder, workers=2)
     assert (status.total, status.done, status.failed) == (10, 10, 0)
     assert pool.pending_tasks(jobs, folder, None) == []
-    for plan, root in jobs:
-        written = sweep.run_sweep(plan, root, workers=1, reuse=folder)
+    for plan, root in jobs:  # the pool wrote every run as soon as its combinations were stored
+        assert sorted(status.written[str(root)]) == sorted(spec.name for spec in plan.runs)
+        indexed = sweep.run_sweep(plan, root, workers=1, reuse=folder)
+        assert sorted(indexed.skipped) == sorted(status.written[str(root)])
         alone = sweep.run_sweep(plan, tmp_path / "alone" / root.name, workers=1, reuse=False)
-        assert not written.failed and not alone.failed
+        assert not indexed.failed and not alone.failed
         assert metric_rows(root) == metric_rows(tmp_path / "alone" / root.name)
     assert len(list(folder.glob("*.pickle"))) == 10
 
@@ -60,9 +64,27 @@ def test_a_combination_that_fails_in_the_pool_is_left_to_its_run(
     outcome = sweep.run_sweep(
         plan, tmp_path / "sweep", workers=2, data_dir=str(empty), reuse=tmp_path / "shared"
     )
+    assert status.written == {}
     assert sorted(outcome.failed) == sorted(spec.name for spec in plan.runs)
     assert all("mnist" in error.lower() for error in outcome.failed.values())
     assert not list((tmp_path / "shared").glob("*.pickle"))
+
+
+def test_a_parallel_sweep_counts_the_runs_its_pool_wrote_as_finished(tmp_path: Path) -> None:
+    plan = sweep.plan(config.load(None, SERVER), {"local.lr": [0.05, 0.1]})
+    outcome = sweep.run_sweep(plan, tmp_path / "sweep", workers=2)
+    assert sorted(outcome.finished) == sorted(spec.name for spec in plan.runs)
+    assert outcome.skipped == [] and outcome.failed == {}
+    again = sweep.run_sweep(plan, tmp_path / "sweep", workers=2)
+    assert sorted(again.skipped) == sorted(outcome.finished) and again.finished == []
+
+
+def test_the_pool_holds_the_sweep_lock(tmp_path: Path) -> None:
+    plan = sweep.plan(config.load(None, SERVER), {"local.lr": [0.05, 0.1]})
+    root = tmp_path / "sweep"
+    sweep.prepare(root, plan)
+    with sweep.locked(root), pytest.raises(FedpdmmError, match="another sweep is running"):
+        pool.compute_combinations([(plan, root)], tmp_path / "shared", workers=2)
 
 
 def test_a_worker_builds_each_setup_once_for_consecutive_tasks(monkeypatch, tmp_path) -> None:

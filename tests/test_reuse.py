@@ -125,9 +125,13 @@ def test_a_claimed_combination_is_left_to_its_holder(tmp_path: Path) -> None:
         assert mine
 
 
-def test_runs_in_flight_together_compute_a_shared_combination_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("pooled", [False, True], ids=["runs-claim", "pool"])
+def test_runs_in_flight_together_compute_a_shared_combination_once(
+    tmp_path: Path, pooled: bool
+) -> None:
+    # without the pool, runs in flight at once claim the combinations they share
     plan = sweep.plan(config.load(None, SERVER), {"attack.state": ["honest", "received"]})
-    outcome = sweep.run_sweep(plan, tmp_path / "sweep", workers=2)
+    outcome = sweep.run_sweep(plan, tmp_path / "sweep", workers=2, pooled=pooled)
     assert not outcome.failed
     with (tmp_path / "sweep" / sweep.INDEX_FILE).open(newline="") as handle:
         rows = list(csv.DictReader(handle))

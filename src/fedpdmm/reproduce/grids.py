@@ -293,14 +293,15 @@ def run_experiments(
         if (root / sweep.SWEEP_FILE).exists():
             sweep.prepare(root, plans[experiment.name])
     reuse = out / sweep.REUSE_DIR
+    written: dict[str, list[str]] = {}
     if (workers or sweep.default_workers()) > 1:
-        compute_combinations(
+        written = compute_combinations(
             [(plans[e.name], out / e.name) for e in experiments],
             reuse,
             workers=workers or sweep.default_workers(),
             data_dir=data_dir,
             progress=None if progress is None else partial(progress, "combinations"),
-        )
+        ).written
     outcomes = {}
     for experiment in experiments:
 
@@ -315,5 +316,7 @@ def run_experiments(
             data_dir=data_dir,
             progress=relay,
             reuse=reuse,
+            pooled=False,
+            written=written.get(str(out / experiment.name), []),
         )
     return outcomes

@@ -195,6 +195,8 @@ def run_sweep(
     index_every_s: float = 10.0,
     reuse: Path | bool = True,
     pool_progress: Callable[[Any], None] | None = None,
+    pooled: bool = True,
+    written: Sequence[str] = (),
 ) -> SweepOutcome:
     """Run every unfinished grid point of `sweep_plan` under `root`; resumable and parallel.
 
@@ -203,9 +205,12 @@ def run_sweep(
     on; a full or read-only disk stops the sweep with a `FedpdmmError` (finished runs stay intact).
     `reuse`: True shares finished combinations between the runs through `root/.combinations`
     (`fedpdmm.reuse`: the same numbers, computed once), a path shares them through that folder,
-    False computes every combination of every run. With a shared folder and more than one worker
-    the runs' combinations are first computed in one pool, longest first (`fedpdmm.sweep.pool`;
-    `pool_progress` gets its `PoolStatus`), and the runs then only write their directories.
+    False computes every combination of every run. With a shared folder, more than one worker
+    and `pooled`, the runs' combinations are first computed in one pool, longest first
+    (`fedpdmm.sweep.pool`, which also writes each run whose combinations are all stored;
+    `pool_progress` gets its `PoolStatus`); the runs left then find their combinations stored.
+    `written`: runs that a caller's pool finished during this call (counted as finished, not as
+    already done).
     """
     workers = workers or default_workers()
     if reuse is True:
@@ -218,24 +223,29 @@ def run_sweep(
     outcome = SweepOutcome(root)
     with locked(root):
         remove_partials(root, [spec.name for spec in sweep_plan.runs])
-        pending = []
-        for spec in sweep_plan.runs:
-            if is_finished(root, spec.name):
-                outcome.skipped.append(spec.name)
-            else:
-                pending.append(spec)
-        if shared is not None and workers > 1 and pending:
+        finished_now = set(written)
+        if shared is not None and workers > 1 and pooled:
             from fedpdmm.sweep.pool import compute_combinations
 
-            compute_combinations(
+            pooled_status = compute_combinations(
                 [(sweep_plan, root)],
                 Path(shared),
                 workers=workers,
                 data_dir=data_dir,
                 progress=pool_progress,
+                lock=False,
             )
+            finished_now |= set(pooled_status.written.get(str(root), []))
+        pending = []
+        for spec in sweep_plan.runs:
+            if not is_finished(root, spec.name):
+                pending.append(spec)
+            elif spec.name in finished_now:
+                outcome.finished.append(spec.name)
+            else:
+                outcome.skipped.append(spec.name)
         status = SweepStatus(total=len(sweep_plan.runs), skipped=len(outcome.skipped))
-        status.done = len(outcome.skipped)
+        status.done = len(outcome.skipped) + len(outcome.finished)
         tracker = _Tracker(root, sweep_plan, outcome, status, progress, index_every_s)
         tracker.report()
         if workers == 1 or len(pending) <= 1:
