@@ -13,7 +13,6 @@ from fedpdmm import config as config_module
 from fedpdmm import sweep
 from fedpdmm.config import TARGETS
 from fedpdmm.errors import ConfigError, FedpdmmError
-from fedpdmm.sweep.pool import compute_combinations
 
 C_VALUES = (0.1, 0.2, 0.4, 0.8, 1.6)
 FRACTIONS = (0.0, 0.25, 0.5, 0.75)
@@ -295,6 +294,8 @@ def run_experiments(
     reuse = out / sweep.REUSE_DIR
     written: dict[str, list[str]] = {}
     if (workers or sweep.default_workers()) > 1:
+        from fedpdmm.sweep.pool import compute_combinations  # imports training code
+
         written = compute_combinations(
             [(plans[e.name], out / e.name) for e in experiments],
             reuse,
