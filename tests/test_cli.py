@@ -258,11 +258,14 @@ def test_bad_input_in_a_child_process_exits_2_without_traceback(tmp_path: Path) 
     assert leftovers(tmp_path, "out") == []
 
 
+THP_VARIABLE = "THP_MEM_ALLOC_ENABLE"  # PyTorch's transparent huge pages for large CPU tensors
+
+
 def test_huge_pages_change_no_number(tmp_path: Path, real_data_dir: Path) -> None:
     # 10 MNIST MLP clients: [10, d] tensors of 6.4 MB, above the 2 MB where huge pages apply
     metrics = []
     for value in ("0", "1"):
-        env = {**os.environ, cli.THP_VARIABLE: value, "FEDPDMM_DATA": str(real_data_dir)}
+        env = {**os.environ, THP_VARIABLE: value, "FEDPDMM_DATA": str(real_data_dir)}
         out = tmp_path / f"thp-{value}"
         done = subprocess.run(
             [sys.executable, "-m", "fedpdmm", "run", *SMALL, "--set", "rounds=3",
@@ -275,17 +278,3 @@ def test_huge_pages_change_no_number(tmp_path: Path, real_data_dir: Path) -> Non
             rows = list(csv.DictReader(handle))
         metrics.append([{k: v for k, v in row.items() if not k.endswith("_time")} for row in rows])
     assert metrics[0] == metrics[1]
-
-
-@pytest.mark.parametrize(("given", "expected"), [(None, "1"), ("0", "0")])
-def test_the_command_turns_huge_pages_on_unless_told_otherwise(
-    monkeypatch: pytest.MonkeyPatch, given: str | None, expected: str
-) -> None:
-    if given is None:
-        monkeypatch.delenv(cli.THP_VARIABLE, raising=False)
-    else:
-        monkeypatch.setenv(cli.THP_VARIABLE, given)
-    monkeypatch.setattr(sys, "argv", ["fedpdmm", "--help"])
-    with pytest.raises(SystemExit):
-        cli.main()
-    assert os.environ[cli.THP_VARIABLE] == expected

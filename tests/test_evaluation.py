@@ -69,13 +69,3 @@ def test_the_global_model_is_scored_on_the_whole_test_set_and_notes_say_so() -> 
     )
     note = next(line for line in run_notes(setup) if line.startswith("evaluation:"))
     assert "a fixed seeded subsample of 30 of the 359 test images" in note
-
-
-def test_huge_pages_are_asked_for_unless_the_user_said_otherwise(monkeypatch) -> None:
-    from fedpdmm import allocator
-
-    monkeypatch.delenv(allocator.VARIABLE, raising=False)
-    assert allocator.use_huge_pages() is True
-    monkeypatch.setenv(allocator.VARIABLE, "0")
-    assert allocator.use_huge_pages() is False
-    assert allocator.use_huge_pages() is False  # the user's choice stays

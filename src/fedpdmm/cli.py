@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 import warnings
@@ -25,7 +24,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
-THP_VARIABLE = "THP_MEM_ALLOC_ENABLE"
 
 
 @app.command()
@@ -176,13 +174,7 @@ def main() -> None:
 
     Typer handles its own usage errors (exit 2) and `--help`; any other exception is a bug and
     keeps its traceback.
-
-    Before torch is imported it turns on PyTorch's transparent huge pages for large CPU tensors
-    (`THP_MEM_ALLOC_ENABLE`, unless the environment sets it; inherited by worker processes):
-    every round allocates fresh `[n, d]` messages and models, and faulting them in 4 KiB pages
-    cost about a third of each such pass at 100 MNIST clients. The numbers do not change.
     """
-    os.environ.setdefault(THP_VARIABLE, "1")
     warnings.formatwarning = _one_line_warning
     try:
         app()

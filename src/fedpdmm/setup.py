@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from fedpdmm import allocator, devices, resources, topology
+from fedpdmm import devices, resources, topology
 from fedpdmm.build import build_algorithm, check_names
 from fedpdmm.config import Config
 from fedpdmm.data import Dataset, label_histogram, load_dataset, partition, standardized
@@ -146,8 +146,7 @@ def build_model(config: Config, input_shape, num_classes: int) -> tuple[FlatMode
 def build_setup(config: Config, data_dir: str | None = None) -> Setup:
     """Data, network and model of `config`, on `config.device` (`fedpdmm.devices.place`). Every
     name, rule, parameter and the device are checked before any data is loaded, and the run's
-    memory before any state is allocated. Large tensors go on huge pages (`fedpdmm.allocator`)."""
-    allocator.use_huge_pages()
+    memory before any state is allocated."""
     device = devices.resolve(config.device)
     check_names(config)
     network = build_network(config)

@@ -259,7 +259,7 @@ def load_idx_dataset(name: str, folder: Path) -> Dataset:
             )
         if len(labels) and labels.max() >= 10:
             raise DataError(f"{label_path} has label {labels.max()}, expected labels 0 to 9")
-        x = torch.from_numpy(images.astype(np.float32)).div_(255).unsqueeze(1)
+        x = torch.from_numpy(images.copy()).to(torch.float32).div_(255).unsqueeze(1)
         splits += [x, torch.from_numpy(labels.astype(np.int64))]
     return Dataset(name, *splits, num_classes=10)
 
