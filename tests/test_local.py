@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -158,11 +160,26 @@ def test_momentum_and_weight_decay_equal_torch_sgd(name: str, momentum: float, d
 DROPOUT_NET = ((5,), ConvSpec((3, 4), 3, 1, "last", (0.3, 0.5)))
 
 
-def naive_dropout_net(model, start, data, clients, round_index, *, steps, batch_size, lr):
+def naive_dropout_net(
+    model, start, data, clients, round_index, *, steps, batch_size, lr, shared=False, channel=False
+):
     """Client after client in float64 with autograd, the dropout masks drawn in the documented
     order from `(seed 0, "dropout", client, round)`: per step, the conv-stack mask `[B, C, H, W]`
-    then the hidden layer's `[B, 5]`."""
+    then the hidden layer's `[B, 5]`. `shared`: the same masks for every client, drawn in that
+    order from `(seed 0, "dropout", "shared", round)`. `channel`: the conv-stack mask is
+    `[B, C, 1, 1]`, one draw per channel."""
     positions = batch_positions(data, clients, round_index, steps, batch_size, seed=0)
+    shared_gen = generator(0, "dropout", "shared", round_index)
+    shared_masks: dict[tuple[int, int], torch.Tensor] = {}  # drawn by the first client, in order
+
+    def mask(gen, step: int, place: int, shape, keep: float) -> torch.Tensor:
+        if not shared:
+            return (torch.rand(shape, generator=gen) < keep).double() / keep
+        if (step, place) not in shared_masks:
+            drawn = (torch.rand(shape, generator=shared_gen) < keep).double() / keep
+            shared_masks[step, place] = drawn
+        return shared_masks[step, place]
+
     rows = []
     for row, x in enumerate(start.double()):
         gen = generator(0, "dropout", int(clients[row]), round_index)
@@ -173,9 +190,9 @@ def naive_dropout_net(model, start, data, clients, round_index, *, steps, batch_
             p = model.unflatten(x)
             h = F.relu(F.conv2d(inputs, p["0.weight"], p["0.bias"], padding=1))
             h = F.max_pool2d(F.relu(F.conv2d(h, p["2.weight"], p["2.bias"], padding=1)), 2)
-            h = h * ((torch.rand(h.shape, generator=gen) < 0.7).double() / 0.7)
+            h = h * mask(gen, step, 0, (*h.shape[:2], 1, 1) if channel else h.shape, 0.7)
             h = F.relu(F.linear(h.flatten(1), p["7.weight"], p["7.bias"]))
-            h = h * ((torch.rand(h.shape, generator=gen) < 0.5).double() / 0.5)
+            h = h * mask(gen, step, 1, h.shape, 0.5)
             logits = F.linear(h, p["10.weight"], p["10.bias"])
             loss = F.cross_entropy(logits, data.labels[batch])
             (gradient,) = torch.autograd.grad(loss, x)
@@ -214,6 +231,67 @@ def test_dropout_masks_follow_each_clients_own_stream() -> None:
     for mode in ("loop", "vmap"):
         with pytest.raises(ValueError, match="dropout"):
             train(model, start, data, clients, 2, seed=0, mode=mode, **kwargs)
+
+
+def test_shared_dropout_masks_are_one_mask_per_step_for_all_clients() -> None:
+    """`dropout_masks = "shared"`: the batched path equals the naive loop in which every client
+    uses the same documented masks; a client alone trains as among all; the masks differ from
+    the per-client ones."""
+    hidden, conv = DROPOUT_NET
+    model = FlatModel.build("cnn", SHAPE, CLASSES, hidden, replace(conv, shared_dropout=True))
+    assert model.shared_dropout
+    data = toy_data()
+    start, _, _ = problem(model)
+    start = start[:1].expand_as(start).clone()  # one start: only the batches tell clients apart
+    clients = torch.arange(CLIENTS)
+    kwargs = dict(steps=3, batch_size=5, lr=0.1)
+    expected = naive_dropout_net(model, start, data, clients, 2, shared=True, **kwargs)
+    got = train(model, start, data, clients, 2, seed=0, **kwargs)
+    torch.testing.assert_close(got.double(), expected, atol=2e-5, rtol=1e-5)
+    alone = train(model, start[1:2], data, clients[1:2], 2, seed=0, **kwargs)
+    torch.testing.assert_close(alone[0], got[1], atol=1e-6, rtol=1e-6)
+    own = FlatModel.build("cnn", SHAPE, CLASSES, hidden, conv)
+    assert not torch.allclose(train(own, start, data, clients, 2, seed=0, **kwargs), got)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_channel_dropout_drops_whole_channels(shared: bool) -> None:
+    """`conv_dropout = "channel"` (`nn.Dropout2d`): the batched path equals the naive loop with
+    one documented draw per sample and channel, per client or shared."""
+    hidden, conv = DROPOUT_NET
+    spec = replace(conv, channel_dropout=True, shared_dropout=shared)
+    model = FlatModel.build("cnn", SHAPE, CLASSES, hidden, spec)
+    assert type(model.module[5]).__name__ == "Dropout2d"
+    data = toy_data()
+    start, _, _ = problem(model)
+    clients = torch.arange(CLIENTS)
+    kwargs = dict(steps=3, batch_size=5, lr=0.1)
+    expected = naive_dropout_net(
+        model, start, data, clients, 2, shared=shared, channel=True, **kwargs
+    )
+    got = train(model, start, data, clients, 2, seed=0, **kwargs)
+    torch.testing.assert_close(got.double(), expected, atol=2e-5, rtol=1e-5)
+    element = FlatModel.build("cnn", SHAPE, CLASSES, hidden, replace(spec, channel_dropout=False))
+    assert not torch.allclose(train(element, start, data, clients, 2, seed=0, **kwargs), got)
+
+
+def test_a_cnn_without_relu_after_its_last_convolution() -> None:
+    """`last_conv_relu = false` (the bucketing paper's network): conv, ReLU, conv, pool; the
+    same parameters; the batched path equals the per-client loop on it."""
+    conv = ConvSpec((3, 4), 3, 1, "last")
+    model = FlatModel.build("cnn", SHAPE, CLASSES, (5,), replace(conv, last_relu=False))
+    kinds = [type(m).__name__ for m in model.module][:5]
+    assert kinds == ["Conv2d", "ReLU", "Conv2d", "MaxPool2d", "Flatten"]
+    with_relu = FlatModel.build("cnn", SHAPE, CLASSES, (5,), conv)
+    assert model.dim == with_relu.dim
+    data = toy_data()
+    start, _, _ = problem(model)
+    clients = torch.arange(CLIENTS)
+    kwargs = dict(steps=2, batch_size=5, lr=0.1, seed=0)
+    got = train(model, start, data, clients, 1, mode="batched", **kwargs)
+    loop = train(model, start, data, clients, 1, mode="loop", **kwargs)
+    torch.testing.assert_close(got, loop, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(got, train(with_relu, start, data, clients, 1, **kwargs))
 
 
 @pytest.mark.parametrize(

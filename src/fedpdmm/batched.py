@@ -1,17 +1,19 @@
 """Many models of one layer stack at once: the `batched` training path of `fedpdmm.local`.
 
 A stack is a `Sequential` of `Conv2d` (stride 1, one group, with bias), `ReLU`, 2x2 `MaxPool2d`,
-`Dropout`, `Flatten` and `Linear` (with bias): every `cnn` of `fedpdmm.models`, the MLPs and
-logistic regression. For m models (the rows of `[m, d]`) on their own batches `[m, B, C, H, W]`,
-each model's convolution is its own call (measured 1.5 to 3 times faster on the CPU than one
-grouped convolution over all models), pooling, ReLU and dropout act on all models in one call,
-and the linear layers are batched matrix products `[m, B, in] x [m, in, out]`. One autograd
-pass gives the gradient of the sum of the models' mean losses, whose row k is model k's
+`Dropout`, `Dropout2d` (whole channels), `Flatten` and `Linear` (with bias): every `cnn` of
+`fedpdmm.models`, the MLPs and logistic regression. For m models (the rows of `[m, d]`) on their own
+batches `[m, B, C, H, W]`, each model's convolution is its own call (measured 1.5 to 3 times faster
+on the CPU than one grouped convolution over all models), pooling, ReLU and dropout act on all
+models in one call, and the linear layers are batched matrix products `[m, B, in] x [m, in, out]`.
+One autograd pass gives the gradient of the sum of the models' mean losses, whose row k is model k's
 gradient (the models share no parameter).
 
 Dropout is applied with masks drawn from one seeded generator per client and round
 (`(seed, "dropout", client, round)`), so a client draws the same masks alone on a Flower node as
-among all clients here; evaluation never drops (the modules are in eval mode).
+among all clients here; or, with `model.dropout_masks = "shared"`, one mask per step for all
+clients from `(seed, "dropout", "shared", round)`. Evaluation never drops (the modules are in
+eval mode).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ __all__ = ["DropoutMasks", "Layer", "gradients", "logits", "stack_layers"]
 @dataclass(frozen=True)
 class Layer:
     """One layer of a stack: `kind` in conv, linear, relu, pool, dropout, flatten; where its
-    weight and bias lie in the flat vector, its weight shape, padding and drop probability."""
+    weight and bias lie in the flat vector, its weight shape, padding, drop probability and
+    whether dropout drops whole channels (`nn.Dropout2d`)."""
 
     kind: str
     weight: int = 0
@@ -40,6 +43,12 @@ class Layer:
     shape: tuple[int, ...] = ()
     padding: int = 0
     p: float = 0.0
+    channel: bool = False
+
+    def mask_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of one model's dropout mask for an activation of `shape` `[B, C, ...]`:
+        `shape` itself, or `[B, C, 1, ...]` for channel dropout."""
+        return shape[:2] + (1,) * (len(shape) - 2) if self.channel else shape
 
     def weights(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The weights `[m, *shape]` and biases `[m, out]` of this layer inside `rows`."""
@@ -96,8 +105,8 @@ def stack_layers(model: FlatModel) -> tuple[Layer, ...] | None:
             if module.padding not in (0, (0, 0)) or module.ceil_mode:
                 return None
             layers.append(Layer("pool"))
-        elif kind is nn.Dropout:
-            layers.append(Layer("dropout", p=float(module.p)))
+        elif kind is nn.Dropout or kind is nn.Dropout2d:
+            layers.append(Layer("dropout", p=float(module.p), channel=kind is nn.Dropout2d))
         elif kind is nn.Flatten:
             layers.append(Layer("flatten"))
         else:
@@ -161,22 +170,66 @@ def gradients(
 
 
 class DropoutMasks:
-    """The dropout masks of some clients in one round: client k's come, in order of use, from
-    `generator(seed, "dropout", k, round)`, whatever the other clients."""
+    """The dropout masks of some clients in one round.
 
-    def __init__(self, clients: list[int], seed: int, round_index: int, device=None) -> None:
-        self.generators = [generator(seed, "dropout", client, round_index) for client in clients]
+    Per client (default): client k's masks come, in order of use, from
+    `generator(seed, "dropout", k, round)`, whatever the other clients.
+    Shared (`shared=True`): every client gets the same mask at the same step and layer, drawn in
+    order of use (step by step, layer by layer) from `generator(seed, "dropout", "shared",
+    round)`. This is what a simulator that saves the global random state before each worker and
+    restores it after (Karimireddy, He and Jaggi's `ParallelTrainer.parallel_get`) does to the
+    workers' dropout; a client alone draws the same masks as among all.
+    """
+
+    def __init__(
+        self,
+        clients: list[int],
+        seed: int,
+        round_index: int,
+        device=None,
+        *,
+        shared: bool = False,
+    ) -> None:
         self.device = device
+        self.shared = shared
+        if shared:
+            self.generators = [generator(seed, "dropout", "shared", round_index)]
+        else:
+            self.generators = [generator(seed, "dropout", c, round_index) for c in clients]
+        self.drawn: list[dict[int, torch.Tensor]] = []  # shared: step -> position -> mask
+        self.steps_taken: dict[int, int] = {}  # shared: chunk's first row -> steps so far
 
     def rows(self, first: int, count: int) -> MaskSource:
-        """The mask source of the clients `first .. first + count - 1` (a chunk)."""
+        """The mask source of the clients `first .. first + count - 1` (a chunk) for its next
+        step: call it once per step."""
+        if self.shared:
+            return self._shared_rows(first, count)
 
         def source(position: int, layer: Layer, shape: tuple[int, ...]) -> torch.Tensor:
             keep = 1.0 - layer.p
+            draw = layer.mask_shape(shape)
             masks = [
-                (torch.rand(shape, generator=gen, device=gen.device) < keep).float() / keep
+                (torch.rand(draw, generator=gen, device=gen.device) < keep).float() / keep
                 for gen in self.generators[first : first + count]
             ]
             return torch.stack(masks).to(self.device)
+
+        return source
+
+    def _shared_rows(self, first: int, count: int) -> MaskSource:
+        step = self.steps_taken.get(first, 0)
+        self.steps_taken[first] = step + 1
+        while len(self.drawn) <= step:
+            self.drawn.append({})
+        masks = self.drawn[step]
+        (gen,) = self.generators
+
+        def source(position: int, layer: Layer, shape: tuple[int, ...]) -> torch.Tensor:
+            if position not in masks:
+                keep = 1.0 - layer.p
+                draw = layer.mask_shape(shape)
+                mask = (torch.rand(draw, generator=gen, device=gen.device) < keep).float() / keep
+                masks[position] = mask.to(self.device)
+            return masks[position].expand(count, *masks[position].shape)
 
         return source

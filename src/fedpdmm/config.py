@@ -73,7 +73,10 @@ class ModelConfig(_Section):
     keys (`fedpdmm.models.ConvSpec`): `channels` conv widths, `kernel`, `padding` (None:
     kernel // 2), `pool` ("each": a 2x2 max-pool after every convolution, "last": after the
     last), `dropout` (after the convolutions, then after each hidden layer; one value or one per
-    place)."""
+    place), `last_conv_relu` (false: no ReLU between the last convolution and its pooling),
+    `dropout_masks` ("client": each client draws its own masks; "shared": one mask per step for
+    all clients, as the bucketing paper's simulator), `conv_dropout` ("element", or "channel":
+    the dropout after the convolutions drops whole channels, `nn.Dropout2d`)."""
 
     name: Literal["logreg", "mlp", "cnn"] = "mlp"
     hidden: list[int] | None = None
@@ -82,6 +85,9 @@ class ModelConfig(_Section):
     padding: Int64 | None = Field(None, ge=0, le=64)
     pool: Literal["each", "last"] = "each"
     dropout: float | list[float] = 0.0
+    last_conv_relu: bool = True
+    dropout_masks: Literal["client", "shared"] = "client"
+    conv_dropout: Literal["element", "channel"] = "element"
 
     @field_validator("hidden", "channels")
     @classmethod
@@ -114,7 +120,16 @@ class ModelConfig(_Section):
         from fedpdmm.models import ConvSpec
 
         dropout = self.dropout if isinstance(self.dropout, list) else [self.dropout]
-        return ConvSpec(tuple(self.channels), self.kernel, self.padding, self.pool, tuple(dropout))
+        return ConvSpec(
+            tuple(self.channels),
+            self.kernel,
+            self.padding,
+            self.pool,
+            tuple(dropout),
+            last_relu=self.last_conv_relu,
+            shared_dropout=self.dropout_masks == "shared",
+            channel_dropout=self.conv_dropout == "channel",
+        )
 
     def widths(self) -> tuple[int, ...] | None:
         return None if self.hidden is None else tuple(self.hidden)

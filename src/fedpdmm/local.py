@@ -223,7 +223,8 @@ def _has_convolution(model: FlatModel) -> bool:
 
 
 def _has_dropout(model: FlatModel) -> bool:
-    return any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.module.modules())
+    drops = (nn.Dropout, nn.Dropout2d)
+    return any(isinstance(m, drops) and m.p > 0 for m in model.module.modules())
 
 
 BATCHED_CHUNK = 1 << 30
@@ -377,7 +378,9 @@ def train(
         chunk = 1 if mode == "loop" else count
     dropout = None
     if drops:
-        dropout = batched.DropoutMasks(clients.tolist(), seed, round_index, params.device)
+        dropout = batched.DropoutMasks(
+            clients.tolist(), seed, round_index, params.device, shared=model.shared_dropout
+        )
     loss_grad = grad(_loss_of_views(model))
     batched_grad = vmap(loss_grad)
     flat_features = data.features.reshape(len(data.features), -1)

@@ -31,6 +31,13 @@ class ConvSpec:
     ReLU; a 2x2 max-pool after every convolution (`pool = "each"`) or after the last one
     (`"last"`). `dropout`: the drop probability after the convolutions, then after each hidden
     linear layer (one value for all places, or one per place; the last value repeats).
+    `last_relu` False: no ReLU between the last convolution and its pooling (the MNIST network
+    of the bucketing paper's code, conv-ReLU-conv-pool, against PyTorch's example,
+    conv-ReLU-conv-ReLU-pool). `shared_dropout`: one dropout mask per step for all clients, as
+    in a simulator that restores one random state around every worker (see
+    `fedpdmm.batched.DropoutMasks`), instead of one per client. `channel_dropout`: the dropout
+    after the convolutions drops whole channels (`nn.Dropout2d`, as the bucketing paper's
+    network and PyTorch's MNIST example of its time) instead of single activations.
 
     The default is LeNet-5: channels (6, 16), 5x5 with padding 2, pooling after each, hidden
     (120, 84). Karimireddy, He and Jaggi's MNIST network (PyTorch's MNIST example) is channels
@@ -42,6 +49,9 @@ class ConvSpec:
     padding: int | None = None
     pool: str = "each"
     dropout: tuple[float, ...] = (0.0,)
+    last_relu: bool = True
+    shared_dropout: bool = False
+    channel_dropout: bool = False
 
     def dropout_at(self, place: int) -> float:
         return self.dropout[min(place, len(self.dropout) - 1)] if self.dropout else 0.0
@@ -58,15 +68,18 @@ def _conv_net(
     input_shape: tuple[int, int, int], num_classes: int, hidden: Sequence[int], conv: ConvSpec
 ) -> nn.Module:
     """`conv`'s convolutions and pooling, then the hidden linear layers (ReLU), then the output
-    layer; `nn.Dropout` where `conv.dropout` puts one (identity unless trained by the batched
-    path, which draws the masks from seeded generators)."""
+    layer; `nn.Dropout` (`nn.Dropout2d` for channel dropout) where `conv.dropout` puts one
+    (identity unless trained by the batched path, which draws the masks from seeded
+    generators)."""
     channels, height, width = input_shape
     padding = conv.kernel // 2 if conv.padding is None else conv.padding
     layers: list[nn.Module] = []
     size = (height, width)
     count = len(conv.channels)
     for index, out_channels in enumerate(conv.channels):
-        layers += [nn.Conv2d(channels, out_channels, conv.kernel, padding=padding), nn.ReLU()]
+        layers.append(nn.Conv2d(channels, out_channels, conv.kernel, padding=padding))
+        if conv.last_relu or index < count - 1:
+            layers.append(nn.ReLU())
         size = tuple(s + 2 * padding - conv.kernel + 1 for s in size)
         if conv.pool == "each" or index == count - 1:
             layers.append(nn.MaxPool2d(2))
@@ -79,7 +92,8 @@ def _conv_net(
             )
         channels = out_channels
     if conv.dropout_at(0) > 0:
-        layers.append(nn.Dropout(conv.dropout_at(0)))
+        drop = nn.Dropout2d if conv.channel_dropout else nn.Dropout
+        layers.append(drop(conv.dropout_at(0)))
     layers.append(nn.Flatten())
     width_in = channels * size[0] * size[1]
     for place, units in enumerate(hidden, start=1):
@@ -129,6 +143,7 @@ class FlatModel:
     shapes: tuple[torch.Size, ...]
     offsets: tuple[int, ...]
     dim: int
+    shared_dropout: bool = False  # one dropout mask per step for all clients (`ConvSpec`)
 
     @classmethod
     def build(
@@ -147,7 +162,8 @@ class FlatModel:
             shapes.append(param.shape)
             offsets.append(offset)
             offset += param.numel()
-        return cls(module, tuple(names), tuple(shapes), tuple(offsets), offset)
+        shared = name == "cnn" and conv is not None and conv.shared_dropout
+        return cls(module, tuple(names), tuple(shapes), tuple(offsets), offset, shared)
 
     def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """Views of `flat` `[d]` as the module's named parameters."""
