@@ -16,7 +16,10 @@ on batches of as many samples (clients x batch) as the run trains on. Columns:
 - `samples/s`: training samples of the run / command seconds; `bare/s`: the bare loop's;
   `ratio`: their quotient (the target is >= 0.5); `ratio rounds`: the same with the rounds' time
   only;
-- `peak GB`: the command's peak resident memory (from `wait4`).
+- `peak GB`: the command's peak resident memory (from `wait4`);
+- `import s`: a fresh interpreter that only imports torch (`python -c "import torch"`), the
+  floor under any command built on PyTorch: where it exceeds the bare loop's time, the command
+  ratio cannot reach 1/2 whatever the command does.
 
 Each case runs `--repeats` times, the command and the bare loop alternately; the table shows
 medians. Compare ratios, not seconds: the machine may be shared.
@@ -102,6 +105,14 @@ def run_command(clients: int, rounds: int, algorithms: list[str], data_dir: str)
     }
 
 
+def import_seconds() -> float:
+    """Wall time of a fresh interpreter that imports torch and exits."""
+    environment = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp")}
+    began = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch"], env=environment, check=True)
+    return time.perf_counter() - began
+
+
 def bare_loop(features: torch.Tensor, labels: torch.Tensor, steps: int, batch: int) -> float:
     """Seconds of `steps` SGD steps of one MLP on random batches of `batch` samples."""
     module = nn.Sequential(
@@ -130,14 +141,15 @@ def main() -> None:
     header = (
         f"{'clients':>7} {'algorithms':>12} {'rounds':>6} {'command s':>9} {'rounds s':>8} "
         f"{'eval s':>6} {'eval %':>6} {'samples/s':>9} {'bare/s':>8} {'ratio':>5} "
-        f"{'ratio rounds':>12} {'peak GB':>7}"
+        f"{'ratio rounds':>12} {'peak GB':>7} {'import s':>8}"
     )
     print(header)
     for clients in args.cases:
         rounds, algorithms = CASES[clients]
-        measured, bare = [], []
+        measured, bare, imports = [], [], []
         for _ in range(args.repeats):
             measured.append(run_command(clients, rounds, algorithms, args.data_dir))
+            imports.append(import_seconds())
             steps = rounds * STEPS * len(algorithms)
             bare.append(bare_loop(dataset.x_train, dataset.y_train, steps, clients * BATCH))
         median = {key: statistics.median(m[key] for m in measured) for key in measured[0]}
@@ -149,7 +161,8 @@ def main() -> None:
             f"{100 * median['eval'] / median['command']:>6.1f} "
             f"{samples / median['command']:>9.0f} {samples / bare_seconds:>8.0f} "
             f"{bare_seconds / median['command']:>5.2f} "
-            f"{bare_seconds / median['rounds']:>12.2f} {median['peak']:>7.2f}",
+            f"{bare_seconds / median['rounds']:>12.2f} {median['peak']:>7.2f} "
+            f"{statistics.median(imports):>8.1f}",
             flush=True,
         )
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fedpdmm.batched import DropoutMasks, Layer
 from fedpdmm.local import ClientData, batch_positions, evaluate, linear_relu_layers, train
 from fedpdmm.models import ConvSpec, FlatModel
 from fedpdmm.seeding import generator
@@ -238,8 +239,8 @@ def test_shared_dropout_masks_are_one_mask_per_step_for_all_clients() -> None:
     uses the same documented masks; a client alone trains as among all; the masks differ from
     the per-client ones."""
     hidden, conv = DROPOUT_NET
-    model = FlatModel.build("cnn", SHAPE, CLASSES, hidden, replace(conv, shared_dropout=True))
-    assert model.shared_dropout
+    model = FlatModel.build("cnn", SHAPE, CLASSES, hidden, replace(conv, dropout_masks="shared"))
+    assert model.dropout_masks == "shared"
     data = toy_data()
     start, _, _ = problem(model)
     start = start[:1].expand_as(start).clone()  # one start: only the batches tell clients apart
@@ -254,12 +255,65 @@ def test_shared_dropout_masks_are_one_mask_per_step_for_all_clients() -> None:
     assert not torch.allclose(train(own, start, data, clients, 2, seed=0, **kwargs), got)
 
 
+def test_fixed_dropout_masks_are_one_mask_for_the_whole_run() -> None:
+    """`dropout_masks = "fixed"`: every client, step and round uses the first draws of
+    `(seed 0, "dropout", "fixed")`; equal to the naive loop with those masks."""
+    hidden, conv = DROPOUT_NET
+    model = FlatModel.build("cnn", SHAPE, CLASSES, hidden, replace(conv, dropout_masks="fixed"))
+    masks = DropoutMasks([0, 1, 2], 0, 4, mode="fixed")
+    fixed_gen = generator(0, "dropout", "fixed")
+    first = (torch.rand((5, 4, 2, 2), generator=fixed_gen) < 0.7).float() / 0.7
+    layer = Layer("dropout", p=0.3)
+    for round_index in (1, 7):
+        masks = DropoutMasks([0, 1, 2], 0, round_index, mode="fixed")
+        for _ in range(3):  # steps
+            drawn = masks.rows(0, 3)(5, layer, (5, 4, 2, 2))
+            assert drawn.shape == (3, 5, 4, 2, 2)
+            assert all(torch.equal(row, first) for row in drawn)
+    data = toy_data()
+    start, _, _ = problem(model)
+    clients = torch.arange(CLIENTS)
+    kwargs = dict(steps=3, batch_size=5, lr=0.1)
+    got = train(model, start, data, clients, 2, seed=0, **kwargs)
+    expected = naive_fixed_dropout_net(model, start, data, clients, 2, **kwargs)
+    torch.testing.assert_close(got.double(), expected, atol=2e-5, rtol=1e-5)
+    later = train(model, start, data, clients, 5, seed=0, **kwargs)
+    torch.testing.assert_close(
+        later.double(), naive_fixed_dropout_net(model, start, data, clients, 5, **kwargs),
+        atol=2e-5, rtol=1e-5,
+    )  # fmt: skip
+
+
+def naive_fixed_dropout_net(model, start, data, clients, round_index, *, steps, batch_size, lr):
+    """`naive_dropout_net` with the masks of every step the first draws of `(0, "dropout",
+    "fixed")`: the conv-stack mask, then the hidden layer's."""
+    positions = batch_positions(data, clients, round_index, steps, batch_size, seed=0)
+    gen = generator(0, "dropout", "fixed")
+    conv_mask = (torch.rand((batch_size, 4, 4, 4), generator=gen) < 0.7).double() / 0.7
+    hidden_mask = (torch.rand((batch_size, 5), generator=gen) < 0.5).double() / 0.5
+    rows = []
+    for row, x in enumerate(start.double()):
+        for step in range(steps):
+            batch = positions[row, step]
+            inputs = data.features[data.sample_index[batch]].double()
+            x = x.detach().requires_grad_(True)
+            p = model.unflatten(x)
+            h = F.relu(F.conv2d(inputs, p["0.weight"], p["0.bias"], padding=1))
+            h = F.max_pool2d(F.relu(F.conv2d(h, p["2.weight"], p["2.bias"], padding=1)), 2)
+            h = F.relu(F.linear((h * conv_mask).flatten(1), p["7.weight"], p["7.bias"]))
+            logits = F.linear(h * hidden_mask, p["10.weight"], p["10.bias"])
+            (gradient,) = torch.autograd.grad(F.cross_entropy(logits, data.labels[batch]), x)
+            x = x - lr * gradient
+        rows.append(x.detach())
+    return torch.stack(rows)
+
+
 @pytest.mark.parametrize("shared", [False, True])
 def test_channel_dropout_drops_whole_channels(shared: bool) -> None:
     """`conv_dropout = "channel"` (`nn.Dropout2d`): the batched path equals the naive loop with
     one documented draw per sample and channel, per client or shared."""
     hidden, conv = DROPOUT_NET
-    spec = replace(conv, channel_dropout=True, shared_dropout=shared)
+    spec = replace(conv, channel_dropout=True, dropout_masks="shared" if shared else "client")
     model = FlatModel.build("cnn", SHAPE, CLASSES, hidden, spec)
     assert type(model.module[5]).__name__ == "Dropout2d"
     data = toy_data()

@@ -11,9 +11,9 @@ gradient (the models share no parameter).
 
 Dropout is applied with masks drawn from one seeded generator per client and round
 (`(seed, "dropout", client, round)`), so a client draws the same masks alone on a Flower node as
-among all clients here; or, with `model.dropout_masks = "shared"`, one mask per step for all
-clients from `(seed, "dropout", "shared", round)`. Evaluation never drops (the modules are in
-eval mode).
+among all clients here; or, with `model.dropout_masks`, one mask per step for all clients
+(`shared`) or one for the whole run (`fixed`; see `DropoutMasks`). Evaluation never drops (the
+modules are in eval mode).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from torch import nn
 from fedpdmm.models import FlatModel
 from fedpdmm.seeding import generator
 
-__all__ = ["DropoutMasks", "Layer", "gradients", "logits", "stack_layers"]
+__all__ = ["DROPOUT_MASKS", "DropoutMasks", "Layer", "gradients", "logits", "stack_layers"]
 
 
 @dataclass(frozen=True)
@@ -169,16 +169,24 @@ def gradients(
     return grad
 
 
-class DropoutMasks:
-    """The dropout masks of some clients in one round.
+DROPOUT_MASKS = ("client", "shared", "fixed")
+"""How clients draw dropout masks (`model.dropout_masks`; see `DropoutMasks`)."""
 
-    Per client (default): client k's masks come, in order of use, from
-    `generator(seed, "dropout", k, round)`, whatever the other clients.
-    Shared (`shared=True`): every client gets the same mask at the same step and layer, drawn in
-    order of use (step by step, layer by layer) from `generator(seed, "dropout", "shared",
-    round)`. This is what a simulator that saves the global random state before each worker and
-    restores it after (Karimireddy, He and Jaggi's `ParallelTrainer.parallel_get`) does to the
-    workers' dropout; a client alone draws the same masks as among all.
+
+class DropoutMasks:
+    """The dropout masks of some clients in one round, by `mode`:
+
+    - `client` (default): client k's masks come, in order of use, from
+      `generator(seed, "dropout", k, round)`, whatever the other clients;
+    - `shared`: every client gets the same mask at the same step and layer, drawn in order of
+      use (step by step, layer by layer) from `generator(seed, "dropout", "shared", round)`;
+    - `fixed`: one mask per dropout layer for every client, step and round, the first draws of
+      `generator(seed, "dropout", "fixed")`. This is what Karimireddy, He and Jaggi's simulator
+      does: `ParallelTrainer.parallel_get` saves the global random state before each worker
+      and restores it after, and nothing else draws from it between steps, so every worker
+      draws the same masks at every step of the run.
+
+    A client alone draws the same masks as among all, in every mode.
     """
 
     def __init__(
@@ -188,22 +196,26 @@ class DropoutMasks:
         round_index: int,
         device=None,
         *,
-        shared: bool = False,
+        mode: str = "client",
     ) -> None:
+        if mode not in DROPOUT_MASKS:
+            raise ValueError(f"dropout masks {mode!r}: choose one of {', '.join(DROPOUT_MASKS)}")
         self.device = device
-        self.shared = shared
-        if shared:
+        self.mode = mode
+        if mode == "client":
+            self.generators = [generator(seed, "dropout", c, round_index) for c in clients]
+        elif mode == "shared":
             self.generators = [generator(seed, "dropout", "shared", round_index)]
         else:
-            self.generators = [generator(seed, "dropout", c, round_index) for c in clients]
+            self.generators = [generator(seed, "dropout", "fixed")]
         self.drawn: list[dict[int, torch.Tensor]] = []  # shared: step -> position -> mask
         self.steps_taken: dict[int, int] = {}  # shared: chunk's first row -> steps so far
 
     def rows(self, first: int, count: int) -> MaskSource:
         """The mask source of the clients `first .. first + count - 1` (a chunk) for its next
         step: call it once per step."""
-        if self.shared:
-            return self._shared_rows(first, count)
+        if self.mode != "client":
+            return self._common_rows(first, count)
 
         def source(position: int, layer: Layer, shape: tuple[int, ...]) -> torch.Tensor:
             keep = 1.0 - layer.p
@@ -216,8 +228,9 @@ class DropoutMasks:
 
         return source
 
-    def _shared_rows(self, first: int, count: int) -> MaskSource:
-        step = self.steps_taken.get(first, 0)
+    def _common_rows(self, first: int, count: int) -> MaskSource:
+        """`shared` and `fixed`: one mask for all clients (per step, or for the whole run)."""
+        step = self.steps_taken.get(first, 0) if self.mode == "shared" else 0
         self.steps_taken[first] = step + 1
         while len(self.drawn) <= step:
             self.drawn.append({})

@@ -75,7 +75,8 @@ class ModelConfig(_Section):
     last), `dropout` (after the convolutions, then after each hidden layer; one value or one per
     place), `last_conv_relu` (false: no ReLU between the last convolution and its pooling),
     `dropout_masks` ("client": each client draws its own masks; "shared": one mask per step for
-    all clients, as the bucketing paper's simulator), `conv_dropout` ("element", or "channel":
+    all clients; "fixed": one mask for all clients and the whole run, as the bucketing paper's
+    simulator), `conv_dropout` ("element", or "channel":
     the dropout after the convolutions drops whole channels, `nn.Dropout2d`)."""
 
     name: Literal["logreg", "mlp", "cnn"] = "mlp"
@@ -86,7 +87,7 @@ class ModelConfig(_Section):
     pool: Literal["each", "last"] = "each"
     dropout: float | list[float] = 0.0
     last_conv_relu: bool = True
-    dropout_masks: Literal["client", "shared"] = "client"
+    dropout_masks: Literal["client", "shared", "fixed"] = "client"
     conv_dropout: Literal["element", "channel"] = "element"
 
     @field_validator("hidden", "channels")
@@ -127,7 +128,7 @@ class ModelConfig(_Section):
             self.pool,
             tuple(dropout),
             last_relu=self.last_conv_relu,
-            shared_dropout=self.dropout_masks == "shared",
+            dropout_masks=self.dropout_masks,
             channel_dropout=self.conv_dropout == "channel",
         )
 

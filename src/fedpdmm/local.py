@@ -379,7 +379,7 @@ def train(
     dropout = None
     if drops:
         dropout = batched.DropoutMasks(
-            clients.tolist(), seed, round_index, params.device, shared=model.shared_dropout
+            clients.tolist(), seed, round_index, params.device, mode=model.dropout_masks
         )
     loss_grad = grad(_loss_of_views(model))
     batched_grad = vmap(loss_grad)

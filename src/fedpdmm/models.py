@@ -32,16 +32,16 @@ class ConvSpec:
     (`"last"`). `dropout`: the drop probability after the convolutions, then after each hidden
     linear layer (one value for all places, or one per place; the last value repeats).
     `last_relu` False: no ReLU between the last convolution and its pooling (the MNIST network
-    of the bucketing paper's code, conv-ReLU-conv-pool, against PyTorch's example,
-    conv-ReLU-conv-ReLU-pool). `shared_dropout`: one dropout mask per step for all clients, as
-    in a simulator that restores one random state around every worker (see
-    `fedpdmm.batched.DropoutMasks`), instead of one per client. `channel_dropout`: the dropout
-    after the convolutions drops whole channels (`nn.Dropout2d`, as the bucketing paper's
-    network and PyTorch's MNIST example of its time) instead of single activations.
+    in the bucketing paper's sibling repository and a fork of its own, conv-ReLU-conv-pool,
+    against PyTorch's example, conv-ReLU-conv-ReLU-pool). `dropout_masks`: how clients draw
+    their dropout masks (`fedpdmm.batched.DropoutMasks`: each its own, one shared per step, or
+    one fixed for the run). `channel_dropout`: the dropout after the convolutions drops whole
+    channels (`nn.Dropout2d`, as the sibling repository and PyTorch's MNIST example of 2020)
+    instead of single activations.
 
     The default is LeNet-5: channels (6, 16), 5x5 with padding 2, pooling after each, hidden
-    (120, 84). Karimireddy, He and Jaggi's MNIST network (PyTorch's MNIST example) is channels
-    (32, 64), kernel 3, padding 0, pool "last", hidden (128,), dropout (0.25, 0.5).
+    (120, 84). PyTorch's MNIST example, on which Karimireddy, He and Jaggi's network is built,
+    is channels (32, 64), kernel 3, padding 0, pool "last", hidden (128,), dropout (0.25, 0.5).
     """
 
     channels: tuple[int, ...] = (6, 16)
@@ -50,7 +50,7 @@ class ConvSpec:
     pool: str = "each"
     dropout: tuple[float, ...] = (0.0,)
     last_relu: bool = True
-    shared_dropout: bool = False
+    dropout_masks: str = "client"
     channel_dropout: bool = False
 
     def dropout_at(self, place: int) -> float:
@@ -143,7 +143,7 @@ class FlatModel:
     shapes: tuple[torch.Size, ...]
     offsets: tuple[int, ...]
     dim: int
-    shared_dropout: bool = False  # one dropout mask per step for all clients (`ConvSpec`)
+    dropout_masks: str = "client"  # how clients draw dropout masks (`ConvSpec`)
 
     @classmethod
     def build(
@@ -162,8 +162,8 @@ class FlatModel:
             shapes.append(param.shape)
             offsets.append(offset)
             offset += param.numel()
-        shared = name == "cnn" and conv is not None and conv.shared_dropout
-        return cls(module, tuple(names), tuple(shapes), tuple(offsets), offset, shared)
+        masks = conv.dropout_masks if name == "cnn" and conv is not None else "client"
+        return cls(module, tuple(names), tuple(shapes), tuple(offsets), offset, masks)
 
     def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """Views of `flat` `[d]` as the module's named parameters."""
