@@ -452,3 +452,19 @@ def test_optimal_attack_rejects_a_rule_with_the_wrong_output_shape():
     attack = attacks.get("optimal_alie", aggregator=torch.Tensor.clone)
     with pytest.raises(ConfigError, match=r"aggregator must map \[n, d\] -> \[d\], got \(7, 5\)"):
         run(attack, sample_messages(torch.float64))
+
+
+@pytest.mark.parametrize("rows", [1, 2, 6, 25])
+def test_column_std_is_the_sample_std_of_each_column(rows: int) -> None:
+    from fedpdmm.attacks.base import column_std
+
+    values = torch.randn(rows, 1000, generator=torch.Generator().manual_seed(rows)) * 3 + 7
+    values[:, 0] = 2.5  # a constant column: exactly 0
+    expected = values.double().std(dim=0)
+    got = column_std(values)
+    assert got.dtype == values.dtype
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-6, equal_nan=True)
+    if rows > 1:
+        assert float(got[0]) == 0.0
+    else:
+        assert torch.isnan(got).all()

@@ -144,6 +144,15 @@ def honest_rows(attack: Attack, messages: Tensor, byzantine: Tensor, minimum: in
     return honest.to(torch.promote_types(messages.dtype, torch.float32))
 
 
+def column_std(rows: Tensor) -> Tensor:
+    """The sample standard deviation of each column of `rows` `[k, d]` (unbiased, as
+    `rows.std(dim=0)`; NaN for k = 1), in two passes: the mean, then the squared deviations.
+    `Tensor.std(dim=0)` runs a per-column loop across the rows, measured 25 times slower at
+    k = 6 and d = 159,010 (41 ms against 1.6 ms, one thread)."""
+    deviations = rows - rows.mean(dim=0)
+    return deviations.square_().sum(dim=0).div_(rows.shape[0] - 1).sqrt_()
+
+
 def random_normal(shape: tuple[int, ...], like: Tensor, generator: torch.Generator) -> Tensor:
     """Standard normal draws of `shape` from `generator`, returned on `like`'s device."""
     dtype = torch.promote_types(like.dtype, torch.float32)

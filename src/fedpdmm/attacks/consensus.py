@@ -9,6 +9,7 @@ node sends each neighbour a different message.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -20,6 +21,7 @@ from fedpdmm.attacks.base import (
     StrikeContext,
     check_int,
     check_real,
+    column_std,
     honest_rows,
     set_param,
 )
@@ -69,6 +71,13 @@ class Dissensus(Attack):
         return base - self.epsilon * pull / weights[byzantine].sum()
 
 
+@functools.lru_cache(maxsize=4)
+def sign_pattern(seed: int, dim: int) -> Tensor:
+    """A fixed pattern in {-1, +1}^dim drawn from `seed` (each sign with probability 1/2)."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.where(torch.rand(dim, generator=gen, device=gen.device) < 0.5, -1.0, 1.0)
+
+
 @dataclass(frozen=True)
 class Drift(Attack):
     """Stealthy drift: a row inside the honest spread that leans the same way every round.
@@ -99,16 +108,16 @@ class Drift(Attack):
         check_int(self, "pattern_seed", low=0)
 
     def pattern(self, dim: int) -> Tensor:
-        """The fixed sign pattern s `[dim]`."""
-        gen = torch.Generator().manual_seed(self.pattern_seed)
-        return torch.where(torch.rand(dim, generator=gen, device=gen.device) < 0.5, -1.0, 1.0)
+        """The fixed sign pattern s `[dim]` (drawn once per seed and size: callers must not
+        write into it)."""
+        return sign_pattern(self.pattern_seed, dim)
 
     def byzantine_rows(
         self, messages: Tensor, byzantine: Tensor, generator: torch.Generator
     ) -> Tensor:
         honest = honest_rows(self, messages, byzantine, minimum=self.min_honest)
         sign = self.pattern(messages.shape[1]).to(honest)
-        return honest.mean(dim=0) + self.kappa * honest.std(dim=0) * sign
+        return honest.mean(dim=0) + self.kappa * column_std(honest) * sign
 
 
 @dataclass(frozen=True)

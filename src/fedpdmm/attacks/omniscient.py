@@ -21,6 +21,7 @@ from fedpdmm.attacks.base import (
     Attack,
     check_choice,
     check_real,
+    column_std,
     honest_rows,
     set_param,
 )
@@ -61,7 +62,7 @@ def perturbation_vector(honest: Tensor, kind: str) -> Tensor:
     with mu the mean of the honest rows.
     """
     if kind == "std":
-        return -honest.std(dim=0)
+        return -column_std(honest)
     mu = honest.mean(dim=0)
     if kind == "sign":
         return -torch.sign(mu)
@@ -145,7 +146,7 @@ class ALIE(Attack):
     ) -> Tensor:
         honest = honest_rows(self, messages, byzantine, minimum=self.min_honest)
         z = self.z if self.z is not None else alie_z(messages.shape[0], int(byzantine.sum()))
-        return honest.mean(dim=0) - z * honest.std(dim=0)
+        return honest.mean(dim=0) - z * column_std(honest)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from fedpdmm.attacks.base import (
     StrikeContext,
     check_int,
     check_real,
+    column_std,
     honest_rows,
     set_param,
 )
@@ -181,7 +182,7 @@ class OptimalALIE(_LineSearched):
     min_honest: ClassVar[int] = 2
 
     def direction(self, honest: Tensor) -> tuple[Tensor, Tensor]:
-        return honest.mean(dim=0), -honest.std(dim=0)
+        return honest.mean(dim=0), -column_std(honest)
 
     def candidates(self, n: int, f: int) -> tuple[float, ...]:
         return (alie_z(n, f),) if math.floor(n / 2 + 1) - f > 0 else ()
