@@ -48,6 +48,7 @@ def shortened(experiment: reproduce.Experiment, seeds: int = 1) -> reproduce.Exp
         (8.75, [-2.0, 9.0], "reproduces"),  # 3.5 < 4.375 but 8.75 within 3.5 ± 2 * 7.78
         (8.75, [3.0, 5.0], "same direction, smaller"),
         (8.75, [0.0], "does not reproduce"),
+        (8.75, [-35.0, -5.0], "does not reproduce"),  # 8.75 within -20 ± 2 * 21.2, mean < 0
     ],
 )
 def test_verdict_rule(claimed: float, gaps: list[float], expected: str) -> None:

@@ -18,20 +18,24 @@ from fedpdmm.reproduce.grids import CLAIMS, Claim, Experiment, attack_of, preset
 def verdict(claimed: float, gaps: Sequence[float]) -> str:
     """Whether a measured gap (points, one per seed) reproduces a claimed gap.
 
-    reproduces: mean >= claimed / 2, or claimed within mean ± 2 std (two or more seeds);
-    same direction, smaller: 0 < mean below that; does not reproduce: mean <= 0.
+    reproduces: mean >= claimed / 2, or mean > 0 and claimed within mean ± 2 std (two or more
+    seeds); same direction, smaller: 0 < mean below that; does not reproduce: mean <= 0, however
+    wide the spread (a negative mean gap never reproduces a positive claim).
     """
     mean, std = report.mean_std(gaps)
+    if mean <= 0:
+        return "does not reproduce"
     if mean >= claimed / 2 or (not math.isnan(std) and abs(mean - claimed) <= 2 * std):
         return "reproduces"
-    return "same direction, smaller" if mean > 0 else "does not reproduce"
+    return "same direction, smaller"
 
 
 RULE = (
     "Rule: a claimed gap reproduces when the measured mean gap (PDMM minus FedAvg, final test "
     "accuracy of the global model, paired by seed) is at least half the claimed gap, or the "
-    "claimed gap lies within the mean ± 2 std over seeds; a positive gap below that is 'same "
-    "direction, smaller'; a gap <= 0 does not reproduce. c is the preset's value, fixed in "
+    "claimed gap lies within the mean ± 2 std over seeds of a positive mean; a positive gap below "
+    "that is 'same direction, smaller'; a mean gap <= 0 does not reproduce, however wide its "
+    "spread. c is the preset's value, fixed in "
     "advance; the c sweep below is shown whole."
 )
 
