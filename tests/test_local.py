@@ -162,24 +162,30 @@ DROPOUT_NET = ((5,), ConvSpec((3, 4), 3, 1, "last", (0.3, 0.5)))
 
 
 def naive_dropout_net(
-    model, start, data, clients, round_index, *, steps, batch_size, lr, shared=False, channel=False
-):
+    model, start, data, clients, round_index, *, steps, batch_size, lr, masks="client",
+    channel=False,
+):  # fmt: skip
     """Client after client in float64 with autograd, the dropout masks drawn in the documented
     order from `(seed 0, "dropout", client, round)`: per step, the conv-stack mask `[B, C, H, W]`
-    then the hidden layer's `[B, 5]`. `shared`: the same masks for every client, drawn in that
-    order from `(seed 0, "dropout", "shared", round)`. `channel`: the conv-stack mask is
-    `[B, C, 1, 1]`, one draw per channel."""
+    then the hidden layer's `[B, 5]`. `masks = "shared"`: the same masks for every client, drawn
+    in that order from `(seed 0, "dropout", "shared", round)`; `"fixed"`: the first two draws of
+    `(seed 0, "dropout", "fixed")` at every step of every round. `channel`: the conv-stack mask
+    is `[B, C, 1, 1]`, one draw per channel."""
     positions = batch_positions(data, clients, round_index, steps, batch_size, seed=0)
-    shared_gen = generator(0, "dropout", "shared", round_index)
-    shared_masks: dict[tuple[int, int], torch.Tensor] = {}  # drawn by the first client, in order
+    common_gen = (
+        generator(0, "dropout", "fixed")
+        if masks == "fixed"
+        else generator(0, "dropout", "shared", round_index)
+    )
+    common: dict[tuple[int, int], torch.Tensor] = {}  # drawn by the first client, in order
 
     def mask(gen, step: int, place: int, shape, keep: float) -> torch.Tensor:
-        if not shared:
+        if masks == "client":
             return (torch.rand(shape, generator=gen) < keep).double() / keep
-        if (step, place) not in shared_masks:
-            drawn = (torch.rand(shape, generator=shared_gen) < keep).double() / keep
-            shared_masks[step, place] = drawn
-        return shared_masks[step, place]
+        key = (step if masks == "shared" else 0, place)
+        if key not in common:
+            common[key] = (torch.rand(shape, generator=common_gen) < keep).double() / keep
+        return common[key]
 
     rows = []
     for row, x in enumerate(start.double()):
@@ -246,7 +252,7 @@ def test_shared_dropout_masks_are_one_mask_per_step_for_all_clients() -> None:
     start = start[:1].expand_as(start).clone()  # one start: only the batches tell clients apart
     clients = torch.arange(CLIENTS)
     kwargs = dict(steps=3, batch_size=5, lr=0.1)
-    expected = naive_dropout_net(model, start, data, clients, 2, shared=True, **kwargs)
+    expected = naive_dropout_net(model, start, data, clients, 2, masks="shared", **kwargs)
     got = train(model, start, data, clients, 2, seed=0, **kwargs)
     torch.testing.assert_close(got.double(), expected, atol=2e-5, rtol=1e-5)
     alone = train(model, start[1:2], data, clients[1:2], 2, seed=0, **kwargs)
@@ -275,37 +281,13 @@ def test_fixed_dropout_masks_are_one_mask_for_the_whole_run() -> None:
     clients = torch.arange(CLIENTS)
     kwargs = dict(steps=3, batch_size=5, lr=0.1)
     got = train(model, start, data, clients, 2, seed=0, **kwargs)
-    expected = naive_fixed_dropout_net(model, start, data, clients, 2, **kwargs)
+    expected = naive_dropout_net(model, start, data, clients, 2, masks="fixed", **kwargs)
     torch.testing.assert_close(got.double(), expected, atol=2e-5, rtol=1e-5)
     later = train(model, start, data, clients, 5, seed=0, **kwargs)
     torch.testing.assert_close(
-        later.double(), naive_fixed_dropout_net(model, start, data, clients, 5, **kwargs),
+        later.double(), naive_dropout_net(model, start, data, clients, 5, masks="fixed", **kwargs),
         atol=2e-5, rtol=1e-5,
     )  # fmt: skip
-
-
-def naive_fixed_dropout_net(model, start, data, clients, round_index, *, steps, batch_size, lr):
-    """`naive_dropout_net` with the masks of every step the first draws of `(0, "dropout",
-    "fixed")`: the conv-stack mask, then the hidden layer's."""
-    positions = batch_positions(data, clients, round_index, steps, batch_size, seed=0)
-    gen = generator(0, "dropout", "fixed")
-    conv_mask = (torch.rand((batch_size, 4, 4, 4), generator=gen) < 0.7).double() / 0.7
-    hidden_mask = (torch.rand((batch_size, 5), generator=gen) < 0.5).double() / 0.5
-    rows = []
-    for row, x in enumerate(start.double()):
-        for step in range(steps):
-            batch = positions[row, step]
-            inputs = data.features[data.sample_index[batch]].double()
-            x = x.detach().requires_grad_(True)
-            p = model.unflatten(x)
-            h = F.relu(F.conv2d(inputs, p["0.weight"], p["0.bias"], padding=1))
-            h = F.max_pool2d(F.relu(F.conv2d(h, p["2.weight"], p["2.bias"], padding=1)), 2)
-            h = F.relu(F.linear((h * conv_mask).flatten(1), p["7.weight"], p["7.bias"]))
-            logits = F.linear(h * hidden_mask, p["10.weight"], p["10.bias"])
-            (gradient,) = torch.autograd.grad(F.cross_entropy(logits, data.labels[batch]), x)
-            x = x - lr * gradient
-        rows.append(x.detach())
-    return torch.stack(rows)
 
 
 @pytest.mark.parametrize("shared", [False, True])
@@ -321,7 +303,14 @@ def test_channel_dropout_drops_whole_channels(shared: bool) -> None:
     clients = torch.arange(CLIENTS)
     kwargs = dict(steps=3, batch_size=5, lr=0.1)
     expected = naive_dropout_net(
-        model, start, data, clients, 2, shared=shared, channel=True, **kwargs
+        model,
+        start,
+        data,
+        clients,
+        2,
+        masks="shared" if shared else "client",
+        channel=True,
+        **kwargs,
     )
     got = train(model, start, data, clients, 2, seed=0, **kwargs)
     torch.testing.assert_close(got.double(), expected, atol=2e-5, rtol=1e-5)
