@@ -208,7 +208,7 @@ class DropoutMasks:
             self.generators = [generator(seed, "dropout", "shared", round_index)]
         else:
             self.generators = [generator(seed, "dropout", "fixed")]
-        self.drawn: list[dict[int, torch.Tensor]] = []  # shared: step -> position -> mask
+        self.drawn: list[dict[int, torch.Tensor]] = []  # step (0 if fixed) -> position -> mask
         self.steps_taken: dict[int, int] = {}  # shared: chunk's first row -> steps so far
 
     def rows(self, first: int, count: int) -> MaskSource:
@@ -218,11 +218,8 @@ class DropoutMasks:
             return self._common_rows(first, count)
 
         def source(position: int, layer: Layer, shape: tuple[int, ...]) -> torch.Tensor:
-            keep = 1.0 - layer.p
-            draw = layer.mask_shape(shape)
             masks = [
-                (torch.rand(draw, generator=gen, device=gen.device) < keep).float() / keep
-                for gen in self.generators[first : first + count]
+                _keep_mask(layer, shape, gen) for gen in self.generators[first : first + count]
             ]
             return torch.stack(masks).to(self.device)
 
@@ -230,8 +227,10 @@ class DropoutMasks:
 
     def _common_rows(self, first: int, count: int) -> MaskSource:
         """`shared` and `fixed`: one mask for all clients (per step, or for the whole run)."""
-        step = self.steps_taken.get(first, 0) if self.mode == "shared" else 0
-        self.steps_taken[first] = step + 1
+        step = 0
+        if self.mode == "shared":
+            step = self.steps_taken.get(first, 0)
+            self.steps_taken[first] = step + 1
         while len(self.drawn) <= step:
             self.drawn.append({})
         masks = self.drawn[step]
@@ -239,10 +238,14 @@ class DropoutMasks:
 
         def source(position: int, layer: Layer, shape: tuple[int, ...]) -> torch.Tensor:
             if position not in masks:
-                keep = 1.0 - layer.p
-                draw = layer.mask_shape(shape)
-                mask = (torch.rand(draw, generator=gen, device=gen.device) < keep).float() / keep
-                masks[position] = mask.to(self.device)
+                masks[position] = _keep_mask(layer, shape, gen).to(self.device)
             return masks[position].expand(count, *masks[position].shape)
 
         return source
+
+
+def _keep_mask(layer: Layer, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    """One model's scaled keep-mask (`Layer.mask_shape`) for dropout `layer`, drawn from `gen`."""
+    keep = 1.0 - layer.p
+    draws = torch.rand(layer.mask_shape(shape), generator=gen, device=gen.device)
+    return (draws < keep).float() / keep

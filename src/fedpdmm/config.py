@@ -76,8 +76,8 @@ class ModelConfig(_Section):
     place), `last_conv_relu` (false: no ReLU between the last convolution and its pooling),
     `dropout_masks` ("client": each client draws its own masks; "shared": one mask per step for
     all clients; "fixed": one mask for all clients and the whole run, as the bucketing paper's
-    simulator), `conv_dropout` ("element", or "channel":
-    the dropout after the convolutions drops whole channels, `nn.Dropout2d`)."""
+    simulator), `conv_dropout` ("element", or "channel": the dropout after the convolutions
+    drops whole channels, `nn.Dropout2d`)."""
 
     name: Literal["logreg", "mlp", "cnn"] = "mlp"
     hidden: list[int] | None = None

@@ -144,12 +144,13 @@ def honest_rows(attack: Attack, messages: Tensor, byzantine: Tensor, minimum: in
     return honest.to(torch.promote_types(messages.dtype, torch.float32))
 
 
-def column_std(rows: Tensor) -> Tensor:
+def column_std(rows: Tensor, mean: Tensor | None = None) -> Tensor:
     """The sample standard deviation of each column of `rows` `[k, d]` (unbiased, as
-    `rows.std(dim=0)`; NaN for k = 1), in two passes: the mean, then the squared deviations.
-    `Tensor.std(dim=0)` runs a per-column loop across the rows, measured 25 times slower at
-    k = 6 and d = 159,010 (41 ms against 1.6 ms, one thread)."""
-    deviations = rows - rows.mean(dim=0)
+    `rows.std(dim=0)`; NaN for k = 1), in two passes: the mean (or `mean`, the caller's
+    `rows.mean(dim=0)`), then the squared deviations. `Tensor.std(dim=0)` runs a per-column loop
+    across the rows, measured 25 times slower at k = 6 and d = 159,010 (41 ms against 1.6 ms,
+    one thread)."""
+    deviations = rows - (rows.mean(dim=0) if mean is None else mean)
     return deviations.square_().sum(dim=0).div_(rows.shape[0] - 1).sqrt_()
 
 

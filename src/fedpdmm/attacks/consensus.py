@@ -117,7 +117,8 @@ class Drift(Attack):
     ) -> Tensor:
         honest = honest_rows(self, messages, byzantine, minimum=self.min_honest)
         sign = self.pattern(messages.shape[1]).to(honest)
-        return honest.mean(dim=0) + self.kappa * column_std(honest) * sign
+        mean = honest.mean(dim=0)
+        return mean + self.kappa * column_std(honest, mean) * sign
 
 
 @dataclass(frozen=True)

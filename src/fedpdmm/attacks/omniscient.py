@@ -146,7 +146,8 @@ class ALIE(Attack):
     ) -> Tensor:
         honest = honest_rows(self, messages, byzantine, minimum=self.min_honest)
         z = self.z if self.z is not None else alie_z(messages.shape[0], int(byzantine.sum()))
-        return honest.mean(dim=0) - z * column_std(honest)
+        mean = honest.mean(dim=0)
+        return mean - z * column_std(honest, mean)
 
 
 @dataclass(frozen=True)

@@ -182,7 +182,8 @@ class OptimalALIE(_LineSearched):
     min_honest: ClassVar[int] = 2
 
     def direction(self, honest: Tensor) -> tuple[Tensor, Tensor]:
-        return honest.mean(dim=0), -column_std(honest)
+        mean = honest.mean(dim=0)
+        return mean, -column_std(honest, mean)
 
     def candidates(self, n: int, f: int) -> tuple[float, ...]:
         return (alie_z(n, f),) if math.floor(n / 2 + 1) - f > 0 else ()

@@ -35,8 +35,7 @@ RULE = (
     "accuracy of the global model, paired by seed) is at least half the claimed gap, or the "
     "claimed gap lies within the mean ± 2 std over seeds of a positive mean; a positive gap below "
     "that is 'same direction, smaller'; a mean gap <= 0 does not reproduce, however wide its "
-    "spread. c is the preset's value, fixed in "
-    "advance; the c sweep below is shown whole."
+    "spread. c is the preset's value, fixed in advance; the c sweep below is shown whole."
 )
 
 
