@@ -18,6 +18,7 @@ modules are in eval mode).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -127,13 +128,40 @@ def logits(
 ) -> torch.Tensor:
     """Logits `[m, B, classes]` of the m models `rows` `[m, d]` on their inputs
     `[m, B, C, H, W]`; dropout only where `masks` gives masks (None: evaluation)."""
+    return _forward(layers, _parameters(layers, rows), inputs, masks)
+
+
+def _parameters(layers: tuple[Layer, ...], rows: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+    """Each layer's weights `[m, *shape]` and biases `[m, out]` inside `rows` (views; empty
+    tensors for layers without parameters)."""
+    return [layer.weights(rows) if layer.kind in _WEIGHTED else (_NONE, _NONE) for layer in layers]
+
+
+_WEIGHTED = ("conv", "linear")
+_NONE = torch.empty(0)
+
+
+def _forward(
+    layers: tuple[Layer, ...],
+    parameters: list[tuple[torch.Tensor, ...]],
+    inputs: torch.Tensor,
+    masks: MaskSource | None,
+) -> torch.Tensor:
+    """`logits` with each layer's weights `[m, *shape]` and biases `[m, out]` given apart
+    (empty for layers without parameters)."""
     count, batch = inputs.shape[0], inputs.shape[1]
     x = inputs
-    for position, layer in enumerate(layers):
+    for position, (layer, (weight, bias)) in enumerate(zip(layers, parameters, strict=True)):
         if layer.kind == "conv":
-            weight, bias = layer.weights(rows)
+            # unbind, not x[k]: the backward of m selections would write m full-size zero
+            # tensors, the backward of one unbind stacks the m gradients once
             x = torch.stack(
-                [F.conv2d(x[k], weight[k], bias[k], padding=layer.padding) for k in range(count)]
+                [
+                    F.conv2d(x_k, weight_k, bias_k, padding=layer.padding)
+                    for x_k, weight_k, bias_k in zip(
+                        x.unbind(0), weight.unbind(0), bias.unbind(0), strict=True
+                    )
+                ]
             )
         elif layer.kind == "relu":
             x = F.relu(x)
@@ -147,8 +175,9 @@ def logits(
         elif layer.kind == "linear":
             if x.dim() > 3:
                 x = x.reshape(count, batch, -1)
-            weight, bias = layer.weights(rows)
-            x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+            # weight x^T, transposed, rather than x weight^T: the weight's gradient comes out
+            # as [m, out, in], the parameters' layout, not as a transpose to be copied back
+            x = torch.baddbmm(bias.unsqueeze(2), weight, x.transpose(1, 2)).transpose(1, 2)
     return x
 
 
@@ -161,11 +190,23 @@ def gradients(
 ) -> torch.Tensor:
     """`[m, d]`: row k is the gradient of model k's mean cross-entropy on its batch
     (`inputs` `[m, B, ...]`, `labels` `[m, B]`)."""
-    leaf = rows.detach().requires_grad_(True)
+    # one leaf per weight and bias: the gradients of slices of one [m, d] leaf would each
+    # be written into a zero [m, d] tensor and summed
+    parameters = [
+        tuple(part.detach().requires_grad_(layer.kind in _WEIGHTED) for part in pair)
+        for layer, pair in zip(layers, _parameters(layers, rows), strict=True)
+    ]
+    leaves = [part for part in itertools.chain(*parameters) if part.requires_grad]
     with torch.enable_grad():
-        out = logits(layers, leaf, inputs, masks)
+        out = _forward(layers, parameters, inputs, masks)
         loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), labels.reshape(-1), reduction="sum")
-        (grad,) = torch.autograd.grad(loss / inputs.shape[1], leaf)
+        parts = iter(torch.autograd.grad(loss / inputs.shape[1], leaves))
+    grad = torch.zeros_like(rows)
+    for layer in layers:
+        if layer.kind in _WEIGHTED:
+            for offset in (layer.weight, layer.bias):
+                part = next(parts)
+                grad[:, offset : offset + part[0].numel()] = part.reshape(len(rows), -1)
     return grad
 
 
