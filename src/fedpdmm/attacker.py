@@ -93,7 +93,7 @@ class AttackerMemory:
             return
         theta = algorithm.echo_relaxation
         if conditions is None:
-            self.shadow = torch.lerp(self.shadow, honest_rows, theta)
+            self.shadow.lerp_(honest_rows.to(self.shadow.dtype), theta)  # the memory's own tensor
             return
         own = senders[rows]
         arrived = conditions.arrived[rows]
