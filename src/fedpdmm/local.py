@@ -319,17 +319,17 @@ def train(
             raise ValueError("mode='batched' needs a stack of Conv2d/ReLU/MaxPool2d/Linear layers")
         if stack is not None:
             mode = "batched"
-    params = start.clone(memory_format=torch.contiguous_format)
-    count = params.shape[0]
+    count = start.shape[0]
     heavy_ball = momentum != 0 or weight_decay != 0
-    if momentum != 0 and (velocity is None or velocity.shape != params.shape):
+    if momentum != 0 and (velocity is None or velocity.shape != start.shape):
         raise ValueError(
-            f"momentum={momentum} needs a velocity buffer shaped like start {tuple(params.shape)}"
+            f"momentum={momentum} needs a velocity buffer shaped like start {tuple(start.shape)}"
         )
     if heavy_ball and velocity is None:
-        velocity = torch.zeros_like(params)
-    empty = data.sizes.index_select(0, clients.to(data.sizes.device)).to(params.device) == 0
-    if bool(empty.any()):
+        velocity = torch.zeros_like(start, memory_format=torch.contiguous_format)
+    empty = data.sizes.index_select(0, clients.to(data.sizes.device)).to(start.device) == 0
+    if bool(empty.any()):  # every row of the result is written below
+        params = torch.empty_like(start, memory_format=torch.contiguous_format)
         rho_column = _rho_column(rho, count, params.dtype)
         options = dict(steps=steps, lr=lr, momentum=momentum, weight_decay=weight_decay)
         for rows, has_data in (
@@ -364,6 +364,7 @@ def train(
             if buffer is not None:
                 velocity[rows] = buffer
         return params
+    params = start.clone(memory_format=torch.contiguous_format)
     positions = batch_positions(data, clients, round_index, steps, batch_size, seed)
     rho_column = _rho_column(rho, count, params.dtype)
     use_prox = center is not None and bool((rho_column != 0).any())

@@ -126,7 +126,9 @@ def per_receiver(
         if not bool(mask.any()):
             continue  # none of the receiver's Byzantine rows arrives this round
         own = base(receiver)
-        stack, shown, row_weights = values[group], mask, weights(group)
+        whole = rows.receivers is None and len(group) == len(values)  # a server hearing all
+        # attacks never write into their input (tested), so the server's stack is `values`
+        stack, shown, row_weights = values if whole else values[group], mask, weights(group)
         senders = group if rows.senders is None else rows.senders[group]
         if rows.receivers is not None:  # a graph node's own model is known and honest too
             stack = torch.cat([own.unsqueeze(0).to(stack.dtype), stack])
