@@ -21,6 +21,7 @@ modules are in eval mode).
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -118,6 +119,9 @@ def stack_layers(model: FlatModel) -> tuple[Layer, ...] | None:
     dense = next((k for k, kind in enumerate(kinds) if kind in ("flatten", "linear")), len(kinds))
     if "conv" in kinds[dense:] or "pool" in kinds[dense:]:
         return None  # convolutions run before the dense layers (`_forward`)
+    covered = sum(math.prod(layer.shape) + layer.shape[0] for layer in layers if layer.shape)
+    if covered != model.dim:
+        return None  # `gradients` writes every entry of its result from the layers' weights
     return tuple(layers)
 
 
@@ -228,7 +232,7 @@ def gradients(
         out = _forward(layers, parameters, inputs, masks)
         loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), labels.reshape(-1), reduction="sum")
         parts = iter(torch.autograd.grad(loss / inputs.shape[1], leaves))
-    grad = torch.zeros_like(rows)
+    grad = torch.empty_like(rows, memory_format=torch.contiguous_format)  # every entry below
     for layer in layers:
         if layer.kind in _WEIGHTED:
             for offset in (layer.weight, layer.bias):
