@@ -172,6 +172,59 @@ def test_dumbbell_cliques_hold_different_labels():
     assert bool((histogram[:5, :5].sum(0) > 0).all()) and bool((histogram[5:, 5:].sum(0) > 0).all())
 
 
+def test_client_samples_keep_a_seeded_subset_of_each_clients_own_samples():
+    settings = ["data.num_clients=5", 'data.partition="sorted"']
+    whole = build_setup(load(None, settings)).data
+    capped = build_setup(load(None, [*settings, "data.client_samples=40"])).data
+    again = build_setup(load(None, [*settings, "data.client_samples=40"])).data
+    other = build_setup(load(None, [*settings, "data.client_samples=40", "seed=1"])).data
+    for full, part, same in zip(whole.parts, capped.parts, again.parts, strict=True):
+        assert len(part) == min(40, len(full))
+        assert set(part.tolist()) <= set(full.tolist())
+        assert bool((part[1:] > part[:-1]).all())  # sorted, no repeats
+        assert torch.equal(part, same)
+    # the sorted partition draws nothing: another seed changes only the subsets
+    assert any(not torch.equal(a, b) for a, b in zip(capped.parts, other.parts, strict=True))
+    assert capped.clients.sizes.tolist() == [len(part) for part in capped.parts]
+    assert int(capped.histogram.sum()) == 5 * 40
+    roomy = build_setup(load(None, [*settings, "data.client_samples=100000"])).data
+    assert all(torch.equal(a, b) for a, b in zip(roomy.parts, whole.parts, strict=True))
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "2.5", '"many"', "true"])
+def test_client_samples_must_be_a_positive_integer(value):
+    with pytest.raises(ConfigError, match="client_samples"):
+        load(None, [f"data.client_samples={value}"])
+
+
+def test_max_degree_gossip_weights_are_one_over_the_largest_degree_plus_one():
+    from fedpdmm.build import build_algorithm
+
+    settings = ['topology.name="two_cliques"', "data.num_clients=20", 'algorithms=["dsgd"]']
+    for weights, inside in (("metropolis", 1 / 10), ("max_degree", 1 / 11)):
+        config = load(None, [*settings, f'gossip.weights="{weights}"'])
+        setup = build_setup(config)
+        algorithm = build_algorithm("dsgd", config, setup.network, setup.data.clients.sizes)
+        edges = setup.network.edges
+        mixing = torch.zeros(20, 20, dtype=torch.float64)
+        mixing[edges.dst, edges.src] = algorithm.edge_weights
+        assert bool((mixing.sum(1) <= 1 + 1e-12).all())
+        assert torch.allclose(mixing, mixing.T)
+        inner = (edges.degree[edges.src] == 9) & (edges.degree[edges.dst] == 9)
+        assert torch.allclose(algorithm.edge_weights[inner], torch.tensor(inside).double())
+        if weights == "max_degree":  # every edge, the bridge's too: He et al.'s 1/11
+            assert torch.allclose(algorithm.edge_weights, torch.tensor(1 / 11).double())
+        x = torch.randn(20, 3, dtype=torch.float64)
+        state = algorithm.init(x[0])._replace(nodes=algorithm.init(x[0]).nodes._replace(x=x))
+        messages = algorithm.encode_nodes(state.nodes, x)
+        accepted = torch.ones(len(messages), dtype=torch.bool)
+        mixed = algorithm.combine(state, messages, accepted).nodes.x
+        expected = x * (1 - mixing.sum(1, keepdim=True)) + mixing @ x
+        torch.testing.assert_close(mixed, expected, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ConfigError, match=r"gossip\.weights"):
+        load(None, ['gossip.weights="uniform"'])
+
+
 def test_communities_need_a_graph():
     with pytest.raises(ConfigError, match="graph"):
         load(None, ['data.partition="communities"'])
@@ -365,6 +418,15 @@ def test_the_peers_presets_hold_their_papers_settings():
     dumbbell = reproduce.build_config(experiments["dumbbell"])
     assert dumbbell.topology.name == "two_cliques" and dumbbell.data.partition == "communities"
     assert (dumbbell.data.num_clients, dumbbell.rounds, dumbbell.local.momentum) == (20, 900, 0.9)
+    assert dumbbell.data.client_samples == 960 and dumbbell.gossip.weights == "max_degree"
+    for config in (noniid, dumbbell):  # the peers' `Net` and their simulators' dropout masks
+        model = config.model
+        assert (model.last_conv_relu, model.conv_dropout, model.dropout_masks) == (
+            False,
+            "channel",
+            "fixed",
+        )
+    assert build_setup_dim(dumbbell) == 1_199_882
     for name, experiment in experiments.items():
         config = reproduce.build_config(experiment)
         attack = [a for a in config.attacks if a != "none"] or ["none"]

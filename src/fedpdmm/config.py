@@ -49,13 +49,16 @@ class DataConfig(_Section):
     """`partition`: how the training set is split (`fedpdmm.data.partition`); `normalize`:
     standardise every input channel with the training set's mean and standard deviation;
     `byzantine_data = false`: split the training set over the honest clients only (the
-    Byzantine clients of attacked runs hold no data, as in ByzFL and Karimireddy et al.)."""
+    Byzantine clients of attacked runs hold no data, as in ByzFL and Karimireddy et al.);
+    `client_samples`: each client keeps a seeded random subset of at most this many of its
+    samples (None: all)."""
 
     name: str = "digits"
     num_clients: Int64 = Field(10, ge=1)
     partition: Literal["iid", "dirichlet", "shards", "sorted", "communities"] = "iid"
     normalize: bool = False
     byzantine_data: bool = True
+    client_samples: Int64 | None = Field(None, ge=1)
     alpha: Float32 = Field(0.5, gt=0)
     min_size: Int64 = Field(1, ge=0)
     shards_per_client: Int64 = Field(2, ge=1)
@@ -151,6 +154,13 @@ class LocalConfig(_Section):
 class PDMMConfig(_Section):
     c: Float32 = Field(0.4, gt=0)
     theta: float = Field(1.0, gt=0, le=1)
+
+
+class GossipConfig(_Section):
+    """`weights`: gossip's mixing weights on an edge i-j, `metropolis` 1 / (1 + max(d_i, d_j))
+    or `max_degree` 1 / (1 + the graph's largest degree); the node keeps the rest."""
+
+    weights: Literal["metropolis", "max_degree"] = "metropolis"
 
 
 class FedAvgConfig(_Section):
@@ -275,6 +285,7 @@ class Config(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     local: LocalConfig = Field(default_factory=LocalConfig)
     pdmm: PDMMConfig = Field(default_factory=PDMMConfig)
+    gossip: GossipConfig = Field(default_factory=GossipConfig)
     fedavg: FedAvgConfig = Field(default_factory=FedAvgConfig)
     fedprox: FedProxConfig = Field(default_factory=FedProxConfig)
     scaffold: ScaffoldConfig = Field(default_factory=ScaffoldConfig)

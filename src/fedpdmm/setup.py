@@ -88,11 +88,23 @@ def node_test_sample(config: Config, num_test: int) -> torch.Tensor | None:
     return order[:count].sort().values
 
 
+def capped(parts: list[torch.Tensor], limit: int, gen: torch.Generator) -> list[torch.Tensor]:
+    """Each part with at most `limit` of its indices, a random subset drawn from `gen` client by
+    client (sorted, as parts are); parts within the limit are kept whole and draw nothing."""
+    kept = []
+    for part in parts:
+        if len(part) > limit:
+            part = part[torch.randperm(len(part), generator=gen)[:limit]].sort().values
+        kept.append(part)
+    return kept
+
+
 def build_data(config: Config, network: Network, data_dir: str | None) -> FederatedData:
     """Load (and, with `data.normalize`, standardise) and partition the data (seeded), and draw
     the honest-loss sample and the root set. With `data.byzantine_data = false` only the
     honest clients of `network` get data; with `data.partition = "communities"` labels are dealt
-    by the communities of its graph."""
+    by the communities of its graph; with `data.client_samples` each client keeps a seeded
+    random subset of its part (`capped`)."""
     byzantine = network.byzantine
     dataset = load_dataset(
         config.data.name,
@@ -119,6 +131,8 @@ def build_data(config: Config, network: Network, data_dir: str | None) -> Federa
         communities=groups,
         holders=holders,
     )
+    if config.data.client_samples is not None:
+        parts = capped(parts, config.data.client_samples, generator(config.seed, "client_samples"))
     root = torch.randperm(len(dataset.y_train), generator=generator(config.seed, "root"))
     probe, node_probe = honest_train_sample(config, parts, byzantine)
     return FederatedData(

@@ -1,7 +1,9 @@
 """Decentralized SGD with gossip averaging (Lian et al. 2017), K local steps per round.
 
 After local training each node sends its model to its neighbours and averages with
-Metropolis-Hastings weights: x_i <- W_ii x_i + sum_j W_ij x_j, W_ij = 1 / (1 + max(d_i, d_j)).
+Metropolis-Hastings weights: x_i <- W_ii x_i + sum_j W_ij x_j, W_ij = 1 / (1 + max(d_i, d_j)),
+or (`gossip.weights = "max_degree"`) W_ij = 1 / (1 + max_k d_k) on every edge, the weights of
+He, Karimireddy and Jaggi's dumbbell runs (1/11 on every edge of two 10-cliques and a bridge).
 The weight of a message that is not accepted (rejected, or lost over an unreliable network, or
 not sent by an offline neighbour) goes to the node's own model, so rows of W still sum to one;
 an offline node keeps its model. With a robust rule (`dsgd+rule`), node i takes
@@ -33,23 +35,27 @@ class DSGDState(NamedTuple):
 class DSGD(GraphAlgorithm):
     edges: EdgeIndex
     robust: RobustCombine | None = None
+    weights: str = "metropolis"
     name: ClassVar[str] = "dsgd"
     combines_own_row: ClassVar[bool] = True
 
     @classmethod
     def from_config(cls, config, network, robust, sizes) -> DSGD:
-        """Metropolis-Hastings gossip unless a rule is configured (`robust` is not None)."""
-        return cls(network.edges, robust=robust)
+        """Gossip with `gossip.weights` unless a rule is configured (`robust` is not None)."""
+        return cls(network.edges, robust=robust, weights=config.gossip.weights)
 
     @property
     def edge_weights(self) -> torch.Tensor:
         """W[dst, src] for every directed edge, `[2E]` float64."""
         degree = self.edges.degree.to(torch.float64)
+        if self.weights == "max_degree":
+            largest = degree.max() if len(degree) else degree.new_zeros(())
+            return torch.full_like(self.edges.sign, 1.0 / (1.0 + float(largest)))
         larger = torch.maximum(degree[self.edges.src], degree[self.edges.dst])
         return 1.0 / (1.0 + larger)
 
     def receiver_weights(self, rows: torch.Tensor) -> torch.Tensor | None:
-        """The Metropolis-Hastings weights W[dst, src] of the incoming `rows`."""
+        """The gossip weights W[dst, src] of the incoming `rows`."""
         return None if self.robust is not None else self.edge_weights[rows]
 
     def init(self, x0: torch.Tensor) -> RoundState:
