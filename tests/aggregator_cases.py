@@ -70,8 +70,12 @@ INVALID_CASES = (
     Invalid(
         "bulyan", {"f": 2}, 10, "bulyan needs n >= 4f + 3, got n=10, f=2: lower f to at most 1"
     ),
-    Invalid("krum", {"f": 2}, 6, "krum needs n >= 2f + 3, got n=6, f=2: lower f to at most 1"),
-    Invalid("krum", {"f": 0}, 2, "krum needs n >= 2f + 3, got n=2, f=0: aggregate more rows"),
+    Invalid(
+        "krum", {"f": 2}, 6, "krum needs n >= 2f + 3, got n=6, f=2, power=2.0: lower f to at most 1"
+    ),
+    Invalid(
+        "krum", {"f": 0}, 2, "krum needs n >= 2f + 3, got n=2, f=0, power=2.0: aggregate more rows"
+    ),
     Invalid("multi_krum", {"f": 3}, 8, "multi_krum needs n >= 2f + 3, got n=8, f=3, m=None"),
     Invalid("multi_krum", {"f": 1, "m": 9}, 8, "multi_krum needs m <= n, got n=8, f=1, m=9"),
     Invalid("trimmed_mean", {"f": 3}, 6, "trimmed_mean needs n > 2f, got n=6, f=3"),
@@ -106,6 +110,7 @@ INVALID_CASES = (
     # unknown names, unknown or missing parameters
     Invalid("krum", {}, None, "krum: missing parameter(s) f; valid parameters: f (required)"),
     Invalid("krum", {"f": 1, "q": 2}, None, "krum: unknown parameter(s) q; valid parameters: f"),
+    Invalid("krum", {"f": 1, "power": 0}, None, "krum: power must be a finite number > 0"),
     Invalid("median", {"f": 1}, None, "median: unknown parameter(s) f; valid parameters: none"),
     Invalid(
         "geometric_median",

@@ -170,17 +170,19 @@ def naive_meamed(x: np.ndarray, f: int) -> np.ndarray:
     return out
 
 
-def naive_krum_scores(x: np.ndarray, f: int, alive: list[int]) -> dict[int, float]:
+def naive_krum_scores(
+    x: np.ndarray, f: int, alive: list[int], power: float = 2.0
+) -> dict[int, float]:
     scores = {}
     for i in alive:
-        dist = sorted(float(np.sum((x[i] - x[j]) ** 2)) for j in alive if j != i)
+        dist = sorted(float(np.sqrt(np.sum((x[i] - x[j]) ** 2))) ** power for j in alive if j != i)
         scores[i] = sum(dist[: min(max(len(alive) - f - 2, 1), len(alive) - 1)])
     return scores
 
 
-def naive_krum_order(x: np.ndarray, f: int) -> list[int]:
+def naive_krum_order(x: np.ndarray, f: int, power: float = 2.0) -> list[int]:
     """Rows by (score, row values): ties go to the lexicographically smaller row."""
-    scores = naive_krum_scores(x, f, list(range(len(x))))
+    scores = naive_krum_scores(x, f, list(range(len(x))), power)
     return sorted(scores, key=lambda i: (scores[i], tuple(x[i])))
 
 
@@ -322,6 +324,7 @@ def test_krum_family_matches_naive_loops(data):
     n, xs, scale = len(x), x.numpy(), float(x.abs().max())
     order = naive_krum_order(xs, f)
     assert torch.equal(get("krum", f=f)(x), x[order[0]])
+    assert torch.equal(get("krum", f=f, power=4)(x), x[naive_krum_order(xs, f, 4.0)[0]])
     m = data.draw(st.integers(1, n))
     close(get("multi_krum", f=f, m=m)(x), xs[order[:m]].mean(axis=0), scale)
     close(get("multi_krum", f=f)(x), xs[order[: n - f]].mean(axis=0), scale)
@@ -588,3 +591,14 @@ def test_bad_tensors_and_missing_keywords_are_reported():
         aggregate(x, get("dnc", f=1))
     with pytest.raises(ConfigError, match="bucketing is randomized and needs generator="):
         aggregate(x, get("mean"), [get_pre("bucketing", s=2)])
+
+
+def test_krum_with_the_bucketing_papers_fourth_powers_can_pick_another_row():
+    """Summed fourth powers weigh the farthest of the nearest rows more: on these seven points
+    (f = 2, three nearest each) squared distances pick row 6 and fourth powers row 3."""
+    x = torch.tensor(
+        [[10, 5], [10, 9], [8, 2], [9, 0], [6, 4], [11, 2], [11, 1]], dtype=torch.float64
+    )
+    assert torch.equal(get("krum", f=2)(x), x[6])
+    assert torch.equal(get("krum", f=2, power=4)(x), x[3])
+    assert naive_krum_order(x.numpy(), 2)[0] == 6 and naive_krum_order(x.numpy(), 2, 4.0)[0] == 3

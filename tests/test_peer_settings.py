@@ -412,6 +412,7 @@ def test_the_peers_presets_hold_their_papers_settings():
     assert (noniid.data.num_clients, noniid.num_byzantine, noniid.rounds) == (25, 5, 600)
     assert noniid.data.partition == "sorted" and noniid.local.momentum == 0.0
     assert build_setup_dim(noniid) == 1_199_882  # PyTorch's MNIST example network
+    assert noniid.algorithm.params["krum"] == {"power": 4}  # the paper's code's Krum score
     bucketed = reproduce.build_config(experiments["bucketing-noniid-bucketed"])
     assert all("+bucketing+" in name for name in bucketed.algorithms)
     assert len(bucketed.algorithms) == 5

@@ -35,8 +35,9 @@ from fedpdmm.aggregators._kernels import (
 )
 
 
-def krum_scores(sq_dist: Tensor, f: int, alive: Tensor | None = None) -> Tensor:
-    """`[n]` Krum scores: score_i = sum of the k smallest ||x_i - x_j||^2 over j != i.
+def krum_scores(sq_dist: Tensor, f: int, alive: Tensor | None = None, power: float = 2.0) -> Tensor:
+    """`[n]` Krum scores: score_i = sum of the k smallest ||x_i - x_j||^power over j != i
+    (`power` 2, squared distances, as in Blanchard et al.).
 
     `sq_dist` is `[n, n]`; `alive` (bool `[n]`) restricts both i and j to s = alive.sum() rows;
     rows not alive score +inf. k = s - f - 2 as in Blanchard et al., NeurIPS 2017, kept within
@@ -48,8 +49,10 @@ def krum_scores(sq_dist: Tensor, f: int, alive: Tensor | None = None) -> Tensor:
     others = sq_dist.masked_fill(blocked, math.inf)
     rows = int(alive.sum())
     neighbours = min(max(rows - f - 2, 1), rows - 1)
-    scores = others.topk(neighbours, dim=1, largest=False).values.sum(dim=1)
-    return scores.masked_fill(~alive, math.inf)
+    nearest = others.topk(neighbours, dim=1, largest=False).values  # the same for any power
+    if power != 2.0:
+        nearest = nearest.clamp_min(0.0).pow(power / 2.0)
+    return nearest.sum(dim=1).masked_fill(~alive, math.inf)
 
 
 @dataclass(frozen=True)
@@ -57,14 +60,19 @@ class Krum(Aggregator):
     """The row with the lowest Krum score (`krum_scores`); `[n, d] -> [d]`, needs n >= 2f + 3.
 
     Blanchard, El Mhamdi, Guerraoui, Stainer, "Machine learning with adversaries: Byzantine
-    tolerant gradient descent", NeurIPS 2017.
+    tolerant gradient descent", NeurIPS 2017. `power`: the score sums distances to this power
+    (2, squared distances, as in the paper); the code of Karimireddy, He and Jaggi's bucketing
+    paper (epfml/byzantine-robust-noniid-optimizer, codes/aggregator/krum.py) squares the squared
+    distances again, which is `power = 4`.
     """
 
     f: int
+    power: float = 2.0
     name: ClassVar[str] = "krum"
 
     def __post_init__(self) -> None:
         set_field(self, "f", need_int(self.name, "f", self.f, 0))
+        set_field(self, "power", need_float(self.name, "power", self.power))
 
     def check(self, n: int) -> None:
         super().check(n)
@@ -73,7 +81,7 @@ class Krum(Aggregator):
     def __call__(self, x: Tensor) -> Tensor:
         n, _ = check_matrix(self.name, x)
         self.check(n)
-        best = lowest_row(krum_scores(pairwise_sq_distances(x), self.f), x)
+        best = lowest_row(krum_scores(pairwise_sq_distances(x), self.f, power=self.power), x)
         return x[best].clone()
 
 
