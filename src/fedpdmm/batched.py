@@ -115,9 +115,7 @@ def stack_layers(model: FlatModel) -> tuple[Layer, ...] | None:
             layers.append(Layer("flatten"))
         else:
             return None
-    kinds = [layer.kind for layer in layers]
-    dense = next((k for k, kind in enumerate(kinds) if kind in ("flatten", "linear")), len(kinds))
-    if "conv" in kinds[dense:] or "pool" in kinds[dense:]:
+    if any(layer.kind in ("conv", "pool") for layer in layers[_dense_start(layers) :]):
         return None  # convolutions run before the dense layers (`_forward`)
     covered = sum(math.prod(layer.shape) + layer.shape[0] for layer in layers if layer.shape)
     if covered != model.dim:
@@ -128,6 +126,13 @@ def stack_layers(model: FlatModel) -> tuple[Layer, ...] | None:
 MaskSource = Callable[[int, Layer, tuple[int, ...]], torch.Tensor]
 """`masks(position, layer, shape)` -> `[m, *shape]`: the scaled keep-masks of dropout layer
 `layer` (the `position`-th layer of the stack) for every model, `shape` one model's activation."""
+
+
+def _dense_start(layers: tuple[Layer, ...] | list[Layer]) -> int:
+    """The position of the first flatten or linear layer (the number of layers if none)."""
+    return next(
+        (k for k, layer in enumerate(layers) if layer.kind in ("flatten", "linear")), len(layers)
+    )
 
 
 def logits(
@@ -165,9 +170,7 @@ def _forward(
     tensor per layer ran 1.5 times slower and copied every convolution's output); the
     features are then stacked once and the linear layers are batched products."""
     count, batch = inputs.shape[0], inputs.shape[1]
-    split = next(
-        (k for k, layer in enumerate(layers) if layer.kind in ("flatten", "linear")), len(layers)
-    )  # `stack_layers` puts no convolution or pooling after it
+    split = _dense_start(layers)  # `stack_layers` puts no convolution or pooling after it
     x = inputs
     if split:
         # unbind, not weight[k]: the backward of m selections would write m full-size zero
