@@ -68,15 +68,17 @@ def measure(setup: Setup, name: str, rounds: int) -> dict[str, float]:
     engine.local_training = timed_local_training  # what `LocalWork.train` calls
     state = algorithm.init(setup.x0)
     total = 0.0
-    for round_index in range(1, rounds + 1):
-        if round_index == 2:  # the first round warms up allocations
-            work.seconds.update(zero_seconds())
-        began = time.perf_counter()
-        state, _ = step(algorithm, state, work, round_index, seed=config.seed)
-        if round_index > 1:
-            total += time.perf_counter() - began
+    try:
+        for round_index in range(1, rounds + 1):
+            if round_index == 2:  # the first round warms up allocations
+                work.seconds.update(zero_seconds())
+            began = time.perf_counter()
+            state, _ = step(algorithm, state, work, round_index, seed=config.seed)
+            if round_index > 1:
+                total += time.perf_counter() - began
+    finally:
+        engine.local_training = local_training
     per_round = {key: value / (rounds - 1) for key, value in work.seconds.items()}
-    engine.local_training = local_training
     per_round["combine"] = total / (rounds - 1) - sum(per_round.values())
     return per_round
 

@@ -196,9 +196,8 @@ def _forward(
                     x_k = x_k * drawn[position][model]
             features.append(x_k)
         x = torch.stack(features)
-    for position, (layer, (weight, bias)) in enumerate(zip(layers, parameters, strict=True)):
-        if position < split:
-            continue
+    dense = zip(layers[split:], parameters[split:], strict=True)
+    for position, (layer, (weight, bias)) in enumerate(dense, start=split):
         if layer.kind == "relu":
             x = F.relu(x)
         elif layer.kind == "flatten":
