@@ -16,6 +16,7 @@ from rich.table import Table
 
 from fedpdmm import config as config_module
 from fedpdmm.errors import FedpdmmError
+from fedpdmm.progress_lines import LineProgress
 
 app = typer.Typer(
     add_completion=False,
@@ -78,7 +79,9 @@ def run(
     console.print(f"results in {out}/ (summary.md, metrics.csv, accuracy.png, config.toml)")
 
 
-def _progress(quiet: bool) -> Progress:
+def _progress(quiet: bool) -> Progress | LineProgress:
+    if not quiet and not console.is_terminal:
+        return LineProgress(console, unit="rounds")
     return Progress(
         TextColumn("{task.description:<36}"),
         BarColumn(),

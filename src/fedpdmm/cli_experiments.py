@@ -15,6 +15,7 @@ from rich.table import Table
 from fedpdmm import config as config_module
 from fedpdmm import interrupts
 from fedpdmm.errors import FedpdmmError
+from fedpdmm.progress_lines import LineProgress
 
 console = Console(stderr=True)
 
@@ -43,7 +44,9 @@ def _eta(seconds: float | None) -> str:
     return "ETA " + time.strftime("%H:%M:%S", time.gmtime(max(0.0, seconds)))
 
 
-def _progress(quiet: bool) -> Progress:
+def _progress(quiet: bool) -> Progress | LineProgress:
+    if not quiet and not console.is_terminal:
+        return LineProgress(console)
     return Progress(
         TextColumn("{task.description:<28}"),
         BarColumn(),
@@ -61,7 +64,7 @@ class _Display:
     """Feeds `sweep.SweepStatus` (and `sweep.pool.PoolStatus`) updates to one rich task per
     name."""
 
-    def __init__(self, progress: Progress) -> None:
+    def __init__(self, progress: Progress | LineProgress) -> None:
         self.progress = progress
         self.tasks: dict[str, int] = {}
 
