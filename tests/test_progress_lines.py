@@ -110,3 +110,10 @@ def test_fedpdmm_run_writes_progress_lines_to_a_log(tmp_path: Path) -> None:
     assert "fedavg / none: 1/3 rounds" in text
     assert "3/3 rounds" in text
     assert "\x1b[" not in text  # no terminal control codes in a log
+
+
+def test_the_sweep_display_eta_counts_hours_past_a_day_too() -> None:
+    from fedpdmm.cli_experiments import _eta
+
+    assert _eta(None) == "ETA -"
+    assert _eta(30 * 3600 + 61) == "ETA 30:01:01"

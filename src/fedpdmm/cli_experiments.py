@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -15,7 +14,7 @@ from rich.table import Table
 from fedpdmm import config as config_module
 from fedpdmm import interrupts
 from fedpdmm.errors import FedpdmmError
-from fedpdmm.progress_lines import LineProgress
+from fedpdmm.progress_lines import LineProgress, eta_text
 
 console = Console(stderr=True)
 
@@ -41,7 +40,7 @@ def _named_directory(out: Path, option: str = "--out") -> Path:
 def _eta(seconds: float | None) -> str:
     if seconds is None:
         return "ETA -"
-    return "ETA " + time.strftime("%H:%M:%S", time.gmtime(max(0.0, seconds)))
+    return eta_text(seconds)
 
 
 def _progress(quiet: bool) -> Progress | LineProgress:

@@ -108,7 +108,11 @@ def _eta(task: _Task, now: float) -> str:
     """`ETA hh:mm:ss` from the task's rate so far; '' before its first count and after its last."""
     if task.total is None or task.completed <= 0 or task.completed >= task.total:
         return ""
-    remaining = (now - task.started) / task.completed * (task.total - task.completed)
-    minutes, seconds = divmod(round(remaining), 60)
+    return eta_text((now - task.started) / task.completed * (task.total - task.completed))
+
+
+def eta_text(seconds: float) -> str:
+    """`ETA hh:mm:ss`; the hours go past 24 rather than wrapping."""
+    minutes, whole_seconds = divmod(max(0, round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
-    return f"ETA {hours:02d}:{minutes:02d}:{seconds:02d}"
+    return f"ETA {hours:02d}:{minutes:02d}:{whole_seconds:02d}"
